@@ -1,0 +1,113 @@
+"""Checkpoints: safetensors for tensors, JSON strings in its metadata; written atomically.
+
+Nothing here unpickles: ``safetensors`` parses a JSON header and raw tensor bytes only, so a
+checkpoint from a stranger cannot run code. A write goes to a temporary file in the same
+directory, is fsync'ed, then renamed over the target, so a kill at any moment leaves either the
+old file or the new one, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .errors import CheckpointError
+
+FORMAT = "localstdp/1"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via temp file + fsync + rename (readers never see a partial file)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Save named tensors and JSON-serialisable metadata to a .safetensors file, atomically."""
+    header = {"format": FORMAT, "meta": json.dumps(meta, sort_keys=True)}
+    blob = st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=header)
+    atomic_write_bytes(path, blob)
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load a checkpoint written by :func:`save_checkpoint`; any problem is a CheckpointError."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    if raw[:1] == b"\x80" or raw[:2] == b"PK":
+        raise CheckpointError(f"{path}: looks like a pickle / torch.save file; only safetensors checkpoints are loaded")
+    try:
+        tensors = st_load(raw)
+        from safetensors import safe_open  # header metadata needs the file API
+
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+    except (SafetensorError, ValueError, OSError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a valid safetensors checkpoint (truncated or corrupt: {exc})") from None
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a localstdp checkpoint (format {header.get('format')!r}, expected {FORMAT!r})")
+    try:
+        meta = json.loads(header["meta"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata ({exc})") from None
+    return tensors, meta
+
+
+def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {f"model.{k}": v for k, v in model.state_dict().items()}
+
+
+def load_model_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``model.*`` tensors into ``model``; names and shapes must match exactly."""
+    expected = model.state_dict()
+    got = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    missing = sorted(set(expected) - set(got))
+    if missing:
+        raise CheckpointError(f"{source}: checkpoint lacks {', '.join(missing)}")
+    extra = sorted(set(got) - set(expected))
+    if extra:
+        raise CheckpointError(f"{source}: checkpoint has tensors the model lacks: {', '.join(extra)}")
+    for k, v in expected.items():
+        if got[k].shape != v.shape:
+            raise CheckpointError(
+                f"{source}: {k} has shape {tuple(got[k].shape)} but the config's model needs {tuple(v.shape)}"
+            )
+        if not torch.isfinite(got[k]).all():
+            raise CheckpointError(f"{source}: {k} contains NaN or inf")
+    model.load_state_dict(got)

@@ -1,0 +1,129 @@
+"""The ``localstdp`` command: parses arguments, calls the library, prints results.
+
+Exit codes: 0 success; 1 runtime error (data, checkpoint, divergence, a dead peer); 2 usage or
+configuration error; 130 / 143 interrupted by SIGINT / SIGTERM after writing a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import LocalSTDPError
+
+
+class _StopFlag:
+    """Records the first SIGINT/SIGTERM so the loop can finish its batch and checkpoint."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def __call__(self) -> int:
+        return self.signum
+
+    def install(self) -> None:
+        def handler(signum, frame):
+            if self.signum:  # a second signal: stop now
+                raise KeyboardInterrupt
+            self.signum = signum
+            print(f"localstdp: signal {signum} received; finishing the batch and writing a checkpoint",
+                  file=sys.stderr)
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train one model (local rule or backprop) from a config")
+    p.add_argument("--config", required=True, help="TOML config file")
+    p.add_argument("--rule", choices=["local", "backprop"], default="local", help="training method")
+    p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--out", required=True, help="run directory (created)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .train import train
+
+    cfg = load_config(args.config).with_overrides(seed=args.seed, epochs=args.epochs)
+    stop = _StopFlag()
+    stop.install()
+    m = train(cfg, args.rule, args.out, progress=not args.no_progress, resume=args.resume, should_stop=stop)
+    print(f"{args.rule}: train accuracy {m['train_accuracy']:.4f}, test accuracy {m['test_accuracy']:.4f} "
+          f"({m['epochs']} epochs, {m['wall_seconds']:.1f} s) -> {args.out}")
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="reload a run's checkpoint and print its accuracy")
+    p.add_argument("--run", required=True, help="run directory written by `localstdp train`")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> int:
+    from .data import load_dataset
+    from .train import accuracy, load_run
+
+    cfg, model, method = load_run(args.run)
+    ds = load_dataset(cfg.data)
+    if ds.n_features != model.widths[0] or ds.n_classes != model.widths[-1]:
+        raise LocalSTDPError(f"{args.run}: the model's shape {model.widths} does not fit the data set")
+    res = {"method": method, "train_accuracy": accuracy(model, ds.x_train, ds.y_train),
+           "test_accuracy": accuracy(model, ds.x_test, ds.y_test)}
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"{method}: train accuracy {res['train_accuracy']:.4f}, test accuracy {res['test_accuracy']:.4f}")
+    return 0
+
+
+SUBCOMMANDS = [_add_train, _add_evaluate]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="localstdp", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"localstdp {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except LocalSTDPError as exc:
+        if args.debug:
+            raise
+        print(f"localstdp: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("localstdp: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if args.debug:
+            raise
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"localstdp: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

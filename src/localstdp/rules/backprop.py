@@ -1,0 +1,82 @@
+"""The backpropagation baseline behind the same interface as the local rule.
+
+Cross-entropy on the logits z^L, gradients from torch.autograd, an optimiser from torch.optim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..model import MLP
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class BackpropParams:
+    """Baseline settings. optimizer: "adam" (default) or "sgd"; lr > 0; momentum in [0, 1) (SGD
+    only); weight_decay >= 0."""
+
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"backprop.optimizer = {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        for name, ok, what in (
+            ("lr", self.lr > 0, "a learning rate > 0"),
+            ("momentum", 0 <= self.momentum < 1, "a value in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, "a value >= 0"),
+        ):
+            if not ok:
+                raise ConfigError(f"backprop.{name} = {getattr(self, name)!r}: expected {what}")
+
+
+class Backprop:
+    """Trains an :class:`MLP` end to end with cross-entropy and torch.optim."""
+
+    name = "backprop"
+
+    def __init__(self, model: MLP, params: BackpropParams, n_classes: int, seed: int = 0):
+        self.model = model
+        self.params = params
+        self.n_classes = n_classes
+        if params.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(
+                model.parameters(), lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay
+            )
+        self.loss_fn = nn.CrossEntropyLoss()
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(x), y)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The optimiser state as named tensors (safetensors can store them; no pickle)."""
+        out = {}
+        for idx, state in self.optimizer.state_dict()["state"].items():
+            for key, value in state.items():
+                out[f"optim.{idx}.{key}"] = torch.as_tensor(value).clone()
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        sd = self.optimizer.state_dict()
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in tensors.items():
+            if not name.startswith("optim."):
+                continue
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = value.clone()
+        sd["state"] = state
+        self.optimizer.load_state_dict(sd)

@@ -1,0 +1,185 @@
+r"""The association-STDP rule as pure tensor functions.
+
+This is the project's own derivation from the principles stated in arXiv:2011.12012 (S. K. Gupta,
+"A More Biologically Plausible Local Learning Rule for ANNs"); the paper's own equations are not
+available to us. See docs/rule.md for the full derivation.
+
+Latency code: a neuron with activity a in (0, 1) fires at t(a) = T (1 - a).
+
+STDP window, D = t_post - t_pre:
+    W(D) = +A_plus  exp(-D / tau_plus)   for D > 0   (pre before post: potentiation)
+    W(D) = -A_minus exp( D / tau_minus)  for D <= 0  (post before pre: depression)
+
+Association: every neuron j of a layer has a target d_j = a_hi if it is associated with the label,
+else a_lo (the label is broadcast as a third factor, not an error).
+
+Nudging the post spike from t(a_j) towards t(a_j + beta (d_j - a_j)) changes the STDP of synapse
+i -> j, to first order in beta, by T beta (d_j - a_j) kappa(t_j - t_i), with the coincidence kernel
+    kappa(D) = (A_plus / tau_plus) exp(-D / tau_plus)     for D > 0
+               (A_minus / tau_minus) exp(D / tau_minus)   for D <= 0.
+Hence, averaged over the batch,
+    dW_ji = eta <(d_j - a_j) a_i kappa(t_j - t_i)>,    db_j = eta <d_j - a_j>.
+Rate mode is the tau -> infinity limit with A / tau fixed to 1 (kappa == 1): dW = eta <e a_pre^T>.
+
+Every factor is local to one synapse; nothing here sees another layer's weights or errors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .params import RuleParams
+
+
+def latency(a: torch.Tensor, T: float = 1.0) -> torch.Tensor:
+    """First-spike time of activity ``a``: t = T (1 - a) (stronger activity, earlier spike)."""
+    return T * (1.0 - a)
+
+
+def stdp_window(D: torch.Tensor, p: RuleParams) -> torch.Tensor:
+    """The STDP window W(D) for D = t_post - t_pre (LTP for D > 0, LTD for D <= 0)."""
+    ltp = p.A_plus * torch.exp(-D.clamp(min=0) / p.tau_plus)
+    ltd = -p.A_minus * torch.exp(D.clamp(max=0) / p.tau_minus)
+    return torch.where(D > 0, ltp, ltd)
+
+
+def kappa(D: torch.Tensor, p: RuleParams) -> torch.Tensor:
+    """The coincidence kernel kappa(D) = -dW/dD: positive, peaked at coincidence D = 0."""
+    ltp = (p.A_plus / p.tau_plus) * torch.exp(-D.clamp(min=0) / p.tau_plus)
+    ltd = (p.A_minus / p.tau_minus) * torch.exp(D.clamp(max=0) / p.tau_minus)
+    return torch.where(D > 0, ltp, ltd)
+
+
+def association_targets(assoc: torch.Tensor, y: torch.Tensor, a_hi: float, a_lo: float) -> torch.Tensor:
+    """Targets d (batch x n) from an association matrix ``assoc`` (n x K, entries in [0, 1]).
+
+    d = a_lo + (a_hi - a_lo) * assoc[:, y]^T: a_hi for neurons associated with the label.
+    """
+    return a_lo + (a_hi - a_lo) * assoc[:, y].T.to(dtype=torch.get_default_dtype() if not assoc.is_floating_point() else assoc.dtype)
+
+
+def spike_mask(a: torch.Tensor, theta: float) -> torch.Tensor | None:
+    """1 where a neuron spikes (activity >= theta), else 0; None when theta == 0 (all spike)."""
+    if theta <= 0:
+        return None
+    return (a >= theta).to(a.dtype)
+
+
+def local_update(
+    pre: torch.Tensor,
+    post: torch.Tensor,
+    target: torch.Tensor,
+    p: RuleParams,
+    reduction: str = "mean",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias change of one layer from its own pre/post activity and targets.
+
+    Args:
+        pre: presynaptic activity a^(l-1), (batch, n_in), values in [0, 1].
+        post: postsynaptic activity a^l, (batch, n_out), values in (0, 1).
+        target: association targets d^l, (batch, n_out).
+        p: the rule's hyper-parameters (eta, mode, window).
+        reduction: "mean" (divide by the batch size) or "sum" (for sharded batches).
+
+    Returns:
+        (dW, db) with shapes (n_out, n_in) and (n_out,), already multiplied by eta.
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if pre.ndim != 2 or post.ndim != 2 or pre.shape[0] != post.shape[0] or target.shape != post.shape:
+        raise ValueError(f"shape mismatch: pre {tuple(pre.shape)}, post {tuple(post.shape)}, target {tuple(target.shape)}")
+    err = target - post
+    scale = p.eta / pre.shape[0] if reduction == "mean" else p.eta
+    db = err.sum(0) * scale
+    pre_mask, post_mask = spike_mask(pre, p.theta), spike_mask(post, p.theta)
+    e = err if post_mask is None else err * post_mask
+    x = pre if pre_mask is None else pre * pre_mask
+    if p.mode == "rate":
+        dW = e.T @ x
+    elif p.mode == "timing":
+        from .timing import timing_update  # fast GEMM backends live beside the direct form
+
+        dW = timing_update(x, post, e, pre, p)
+    else:  # two-phase
+        dW = two_phase_direct(x, post, target, pre, p, post_mask)
+    return dW * scale, db
+
+
+def timing_direct(x: torch.Tensor, post: torch.Tensor, e: torch.Tensor, pre: torch.Tensor, p: RuleParams) -> torch.Tensor:
+    """Timing mode, direct form: sum_b e_bj x_bi kappa(t_bj - t_bi). Memory O(batch n_out n_in).
+
+    ``x`` is the (masked) presynaptic activity, ``pre`` the raw one (for spike times).
+    """
+    D = latency(post, p.T)[:, :, None] - latency(pre, p.T)[:, None, :]
+    return torch.einsum("bj,bi,bji->ji", e, x, kappa(D, p))
+
+
+def two_phase_direct(
+    x: torch.Tensor,
+    post: torch.Tensor,
+    target: torch.Tensor,
+    pre: torch.Tensor,
+    p: RuleParams,
+    post_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """Exact finite-beta variant: sum_b x_bi [W(t~_bj - t_bi) - W(t_bj - t_bi)] / (beta T).
+
+    t~ is the post spike time after nudging the activity by beta (d - a). As beta -> 0 this
+    tends to the timing mode; at finite beta it includes the LTP/LTD jump at coincidence.
+    """
+    nudged = post + p.beta * (target - post)
+    t_pre = latency(pre, p.T)[:, None, :]
+    diff = stdp_window(latency(nudged, p.T)[:, :, None] - t_pre, p) - stdp_window(latency(post, p.T)[:, :, None] - t_pre, p)
+    if post_mask is not None:
+        diff = diff * post_mask[:, :, None]
+    return torch.einsum("bi,bji->ji", x, diff) / (p.beta * p.T)
+
+
+# ----------------------------------------------------------------------------------------------
+# Direct per-synapse reference (plain Python loops over floats), used only by the tests.
+# ----------------------------------------------------------------------------------------------
+
+
+def _window_scalar(D: float, p: RuleParams) -> float:
+    return p.A_plus * math.exp(-D / p.tau_plus) if D > 0 else -p.A_minus * math.exp(D / p.tau_minus)
+
+
+def _kappa_scalar(D: float, p: RuleParams) -> float:
+    if p.mode == "rate":
+        return 1.0
+    if D > 0:
+        return p.A_plus / p.tau_plus * math.exp(-D / p.tau_plus)
+    return p.A_minus / p.tau_minus * math.exp(D / p.tau_minus)
+
+
+def local_update_reference(pre, post, target, p: RuleParams) -> tuple[list[list[float]], list[float]]:
+    """Loop-over-synapses reference of :func:`local_update` (mean over the batch).
+
+    Written from the equations independently of the tensor code: for every example b, post j and
+    pre i, with spike times t = T (1 - a), add the synapse's own contribution.
+    """
+    pre, post, target = (t.tolist() for t in (pre, post, target))
+    B, n_in, n_out = len(pre), len(pre[0]), len(post[0])
+    dW = [[0.0] * n_in for _ in range(n_out)]
+    db = [0.0] * n_out
+    for b in range(B):
+        for j in range(n_out):
+            a_j, d_j = post[b][j], target[b][j]
+            db[j] += p.eta * (d_j - a_j) / B
+            if a_j < p.theta:
+                continue
+            t_j = p.T * (1 - a_j)
+            for i in range(n_in):
+                a_i = pre[b][i]
+                if a_i < p.theta:
+                    continue
+                t_i = p.T * (1 - a_i)
+                if p.mode == "two-phase":
+                    t_nudged = p.T * (1 - (a_j + p.beta * (d_j - a_j)))
+                    change = (_window_scalar(t_nudged - t_i, p) - _window_scalar(t_j - t_i, p)) / (p.beta * p.T)
+                    dW[j][i] += p.eta * a_i * change / B
+                else:
+                    dW[j][i] += p.eta * (d_j - a_j) * a_i * _kappa_scalar(t_j - t_i, p) / B
+    return dW, db

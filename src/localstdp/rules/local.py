@@ -1,0 +1,65 @@
+"""The association-STDP rule as a learner object: holds parameters and association maps, applies
+the pure updates of :mod:`localstdp.rules.functional` to a model in place."""
+
+from __future__ import annotations
+
+import torch
+
+from ..model import MLP
+from .association import make_associations
+from .functional import association_targets, local_update
+from .params import RuleParams
+
+
+class LocalRule:
+    """Trains every layer of an :class:`MLP` from one forward pass; no error flows backwards."""
+
+    name = "local"
+
+    def __init__(self, model: MLP, params: RuleParams, n_classes: int, seed: int = 0):
+        self.model = model
+        self.params = params
+        self.n_classes = n_classes
+        gen = torch.Generator().manual_seed(int(seed) + 7919)  # association codes, independent of init
+        self.associations = make_associations(
+            model.widths[1:], n_classes, params.association, params.association_density, gen
+        )
+
+    def targets(self, l: int, y: torch.Tensor) -> torch.Tensor:
+        """Association targets of layer ``l`` (0-based) for labels ``y``."""
+        return association_targets(self.associations[l], y, self.params.a_hi, self.params.a_lo)
+
+    def layer_update(self, l: int, pre: torch.Tensor, post: torch.Tensor, y: torch.Tensor, reduction: str = "mean"):
+        """(dW, db) of layer ``l`` from its own pre/post activity and the broadcast label only."""
+        return local_update(pre, post, self.targets(l, y), self.params, reduction)
+
+    @torch.no_grad()
+    def apply_layer(self, l: int, dW: torch.Tensor, db: torch.Tensor) -> None:
+        layer = self.model.layers[l]
+        layer.weight.add_(dW)
+        layer.bias.add_(db)
+
+    @torch.no_grad()
+    def updates(self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean"):
+        """Every layer's (dW, db) from ONE forward pass, and the activities it used."""
+        acts = self.model.activities(x)
+        return [self.layer_update(l, acts[l], acts[l + 1], y, reduction) for l in range(len(acts) - 1)], acts
+
+    @torch.no_grad()
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One update of all layers at once; returns the output layer's mean squared target error."""
+        ups, acts = self.updates(x, y)
+        for l, (dW, db) in enumerate(ups):
+            self.apply_layer(l, dW, db)
+        out = acts[-1]
+        return float(((self.targets(len(ups) - 1, y) - out) ** 2).mean())
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {f"rule.association.{l}": A for l, A in enumerate(self.associations)}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        for l in range(len(self.associations)):
+            A = tensors.get(f"rule.association.{l}")
+            if A is None or A.shape != self.associations[l].shape:
+                raise ValueError(f"checkpoint lacks association map {l} of shape {tuple(self.associations[l].shape)}")
+            self.associations[l] = A.clone()
