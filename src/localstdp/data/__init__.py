@@ -36,17 +36,22 @@ class Dataset:
         return int(self.x_train.shape[1])
 
 
-def _select_classes(x: np.ndarray, y: np.ndarray, classes, source: str):
-    """Keep ``classes`` (original labels, in that order) and map them to 0..K-1."""
+def _resolve_classes(y: np.ndarray, classes, source: str) -> list:
+    """The original labels to keep, in the user's order (all present labels when ``classes`` is None)."""
     present = list(np.unique(y))
     if classes is None:
-        keep = present
-    else:
-        missing = [c for c in classes if not any(_same_label(c, p) for p in present)]
-        if missing:
-            shown = ", ".join(map(str, present[:20])) + (" ..." if len(present) > 20 else "")
-            raise DataError(f"{source}: data.classes {missing} not among the labels ({shown})")
-        keep = [next(p for p in present if _same_label(c, p)) for c in classes]
+        return present
+    missing = [c for c in classes if not any(_same_label(c, p) for p in present)]
+    if missing:
+        shown = ", ".join(map(str, present[:20])) + (" ..." if len(present) > 20 else "")
+        raise DataError(f"{source}: data.classes {missing} not among the labels ({shown})")
+    return [next(p for p in present if _same_label(c, p)) for c in classes]
+
+
+def _select_classes(x: np.ndarray, y: np.ndarray, classes, source: str, keep: list | None = None):
+    """Keep ``classes`` (original labels, in that order) and map them to 0..K-1."""
+    if keep is None:
+        keep = _resolve_classes(y, classes, source)
     mask = np.isin(y, keep)
     x, y = x[mask], y[mask]
     if len(y) == 0:
@@ -115,10 +120,10 @@ def load_dataset(cfg: DataConfig) -> Dataset:
 
         x_tr, y_tr, x_te, y_te = load_idx_dir(cfg.path)
         source = f"idx:{cfg.path}"
-        x_all, y_all = np.concatenate([x_tr, x_te]), np.concatenate([y_tr, y_te])
-        _, _, labels = _select_classes(x_all[:1], y_all, cfg.classes, source)
-        x_tr, y_tr, _ = _select_classes(x_tr, y_tr, labels, source + " (train)")
-        x_te, y_te, _ = _select_classes(x_te, y_te, labels, source + " (test)")
+        keep = _resolve_classes(np.concatenate([y_tr, y_te]), cfg.classes, source)
+        x_tr, y_tr, labels = _select_classes(x_tr, y_tr, None, source + " (train)", keep)
+        x_te, y_te, _ = _select_classes(x_te, y_te, None, source + " (test)", keep)
+        _check_finite(x_tr, source)
         side = int(round(x_tr.shape[1] ** 0.5))
         return _record("idx", x_tr / 255.0, y_tr, x_te / 255.0, y_te, labels, (1, side, side))
     if cfg.name == "csv":

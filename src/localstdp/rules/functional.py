@@ -57,7 +57,7 @@ def association_targets(assoc: torch.Tensor, y: torch.Tensor, a_hi: float, a_lo:
 
     d = a_lo + (a_hi - a_lo) * assoc[:, y]^T: a_hi for neurons associated with the label.
     """
-    return a_lo + (a_hi - a_lo) * assoc[:, y].T.to(dtype=torch.get_default_dtype() if not assoc.is_floating_point() else assoc.dtype)
+    return a_lo + (a_hi - a_lo) * assoc[:, y].T
 
 
 def spike_mask(a: torch.Tensor, theta: float) -> torch.Tensor | None:
