@@ -8,6 +8,7 @@ import torch
 from ..model import MLP
 from .association import make_associations
 from .functional import association_targets, local_update
+from .fused import apply_local_update_
 from .params import RuleParams
 
 
@@ -48,11 +49,10 @@ class LocalRule:
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """One update of all layers at once; returns the output layer's mean squared target error."""
-        ups, acts = self.updates(x, y)
-        for l, (dW, db) in enumerate(ups):
-            self.apply_layer(l, dW, db)
-        out = acts[-1]
-        return float(((self.targets(len(ups) - 1, y) - out) ** 2).mean())
+        acts = self.model.activities(x)
+        for l, layer in enumerate(self.model.layers):  # in place: no weight-sized dW (rules/fused.py)
+            apply_local_update_(layer.weight, layer.bias, acts[l], acts[l + 1], self.targets(l, y), self.params)
+        return float(((self.targets(len(acts) - 2, y) - acts[-1]) ** 2).mean())
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {f"rule.association.{l}": A for l, A in enumerate(self.associations)}
