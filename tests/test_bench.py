@@ -1,0 +1,69 @@
+"""Smoke test of the benchmark at minimal sizes: keys, sane values, report; no timing asserts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from localstdp.bench import BenchSpec, method_flops, peak_step_memory, run_bench, write_json, write_report
+from localstdp.cli import main
+
+TINY = BenchSpec(hidden=(24, 24), batch=8, epoch_batches=2, repeats=2, warmup=1, time_bins=3, scale_widths=(8, 16),
+                 scale_batches=(4, 8), scale_steps=1, scale_repeats=1, bins_sweep=(2, 3), bins_steps=1)
+
+
+def test_flop_counts_by_hand():
+    w = [784, 1024, 1024, 10]
+    gemm = [2 * 256 * 784 * 1024, 2 * 256 * 1024 * 1024, 2 * 256 * 1024 * 10]
+    assert method_flops("rate", w, 256) == 2 * sum(gemm)
+    assert method_flops("backprop", w, 256) == 2 * sum(gemm) + gemm[1] + gemm[2]
+    assert method_flops("timing", w, 256, time_bins=4) == 5 * sum(gemm)
+    assert method_flops("backprop", w, 1) / method_flops("rate", w, 1) == pytest.approx(1.2843, abs=1e-4)
+
+
+def test_peak_memory_sees_a_temporary():
+    assert peak_step_memory(lambda: torch.ones(1000, 1000).sum(), torch.device("cpu")) >= 4_000_000
+
+
+def test_run_bench_tiny(tmp_path):
+    res = run_bench(device="cpu", spec=TINY)
+    for key in ("rate_vs_backprop_speedup", "timing_vs_rate_cost", "gemm_efficiency"):
+        assert res[key] > 0 and res[key] < 1e4
+        assert isinstance(res["targets_met"][key], bool)
+    cpu = res["devices"]["cpu"]
+    h = cpu["headline"]
+    assert h["widths"] == [784, 24, 24, 10] and h["epoch_examples"] == 16
+    assert all(len(v) == 2 and min(v) > 0 for v in h["epoch_seconds"].values())
+    assert set(h["peak_step_memory_bytes"]) == {"rate", "backprop", "timing"}
+    assert h["parameter_bytes"] == 4 * (784 * 24 + 24 + 24 * 24 + 24 + 24 * 10 + 10)
+    assert [r["time_bins"] for r in cpu["time_bins_sweep"]] == [2, 3]
+    for r in cpu["time_bins_sweep"]:
+        assert 0 < r["rel_error"] < r["kernel_error_bound"] * 1.5
+    assert [r["width"] for r in cpu["scaling"]["width"]] == [8, 16]
+    assert [r["batch"] for r in cpu["scaling"]["batch"]] == [4, 8]
+    assert "cuda" not in res["devices"]
+
+    path = tmp_path / "b.json"
+    write_json(res, path)
+    assert json.loads(path.read_text())["gemm_efficiency"] == res["gemm_efficiency"]
+    md, png = write_report(path, tmp_path / "BENCH.md")
+    text = md.read_text()
+    assert "rate_vs_backprop_speedup" in text and f"{res['gemm_efficiency']:.3f}" in text
+    assert png.stat().st_size > 1000
+
+
+def test_cuda_absent_is_skipped_or_measured():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    res = run_bench(device="auto", spec=TINY)
+    assert res["devices"]["cuda"] == {"skipped": "no CUDA device is available"}
+    assert main(["bench", "--device", "cuda", "--out", "unused.json"]) == 1
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["bench"]) == 2
+    assert main(["bench", "--report", str(tmp_path / "missing.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "Traceback" not in err
