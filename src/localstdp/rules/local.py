@@ -41,6 +41,13 @@ class LocalRule:
         layer.bias.add_(db)
 
     @torch.no_grad()
+    def learn_layer(self, l: int, pre: torch.Tensor, post: torch.Tensor, y: torch.Tensor) -> None:
+        """Layer ``l``'s update applied in place (no weight-sized dW: rules/fused.py). ``step`` runs
+        exactly this per layer, so a pipeline stage calling it reproduces ``step`` bit for bit."""
+        layer = self.model.layers[l]
+        apply_local_update_(layer.weight, layer.bias, pre, post, self.targets(l, y), self.params)
+
+    @torch.no_grad()
     def updates(self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean"):
         """Every layer's (dW, db) from ONE forward pass, and the activities it used."""
         acts = self.model.activities(x)
@@ -50,8 +57,8 @@ class LocalRule:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """One update of all layers at once; returns the output layer's mean squared target error."""
         acts = self.model.activities(x)
-        for l, layer in enumerate(self.model.layers):  # in place: no weight-sized dW (rules/fused.py)
-            apply_local_update_(layer.weight, layer.bias, acts[l], acts[l + 1], self.targets(l, y), self.params)
+        for l in range(len(self.model.layers)):
+            self.learn_layer(l, acts[l], acts[l + 1], y)
         return float(((self.targets(len(acts) - 2, y) - acts[-1]) ** 2).mean())
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
