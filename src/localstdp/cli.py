@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -47,6 +48,12 @@ def _add_train(sub) -> None:
     p.add_argument("--out", required=True, help="run directory (created)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--parallel", choices=["none", "pipeline", "data"], default="none",
+                   help="torch.distributed training: layer pipeline (local rule) or data parallel; "
+                        "under torchrun the process joins its group (docs/distributed.md)")
+    p.add_argument("--nproc", type=int, help="without torchrun: start N local workers (gloo on 127.0.0.1)")
+    p.add_argument("--dist-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="longest wait on a peer before the run is declared dead (default 30)")
     p.set_defaults(func=cmd_train)
 
 
@@ -57,7 +64,17 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config).with_overrides(seed=args.seed, epochs=args.epochs)
     stop = _StopFlag()
     stop.install()
-    m = train(cfg, args.rule, args.out, progress=not args.no_progress, resume=args.resume, should_stop=stop)
+    if args.parallel != "none" or args.nproc is not None:
+        from .parallel import train_from_cli, under_torchrun
+
+        if under_torchrun() and os.environ.get("RANK") != "0":
+            logging.getLogger().setLevel(logging.ERROR)  # rank 0 alone logs
+        m = train_from_cli(cfg, args.rule, args.out, mode=args.parallel, nproc=args.nproc, resume=args.resume,
+                           progress=not args.no_progress, timeout=args.dist_timeout, should_stop=stop)
+        if m is None:  # not rank 0
+            return 0
+    else:
+        m = train(cfg, args.rule, args.out, progress=not args.no_progress, resume=args.resume, should_stop=stop)
     print(f"{args.rule}: train accuracy {m['train_accuracy']:.4f}, test accuracy {m['test_accuracy']:.4f} "
           f"({m['epochs']} epochs, {m['wall_seconds']:.1f} s) -> {args.out}")
     return 0
@@ -87,11 +104,22 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-SUBCOMMANDS = [_add_train, _add_evaluate]
+from .cli_reproduce import _add_reproduce  # noqa: E402
+
+from .bench_cli import _add_bench  # noqa: E402
+
+SUBCOMMANDS = [_add_train, _add_evaluate, _add_reproduce, _add_bench]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on ONE line (what is wrong, and where help is), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="localstdp", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="localstdp", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"localstdp {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")

@@ -1,0 +1,331 @@
+"""The attack suite (IBM adversarial-robustness-toolbox) and the gradient-masking checks.
+
+Threat model (``docs/evaluation.md``): white-box, L-infinity, inputs in [0, 1], untargeted. Every
+attack runs on the ORDINARY ``nn.Module`` forward that returns the logits z^L, differentiated by
+torch.autograd (ART's ``PyTorchClassifier.loss_gradient``); nothing here defines a custom backward.
+
+Attacks, each at every eps of :data:`EPS`:
+  fgsm    ART FastGradientMethod, cross-entropy on the logits, one step of size eps;
+  pgd     ART ProjectedGradientDescentPyTorch, ``steps`` iterations of size 2.5 eps / steps, random
+          start, ``restarts`` random starts, run once with cross-entropy and once with a CW-style
+          margin loss max_{j != y} z_j - z_y; an example counts as robust only if it survives both;
+  square  ART SquareAttack (gradient-free, image inputs only: the model sees (1, 28, 28) and its
+          forward flattens);
+  random_search  gradient-free attack for tabular inputs (ART's Square attack needs images): the
+          best of ``queries`` random vertices of the eps-ball by the margin loss;
+  noise   one draw of random sign noise, x + eps * s, s in {-1, +1}^d (a floor, not an attack);
+  transfer  PGD examples (both losses) crafted on ANOTHER model, applied to this one;
+  worst   per example, correct only if correct under every attack above.
+
+Robust accuracy counts every attacked example (a clean mistake stays a mistake). All randomness
+comes from explicit seeds; numpy's global state (which ART uses) is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+EPS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0)
+WHITE_BOX = ("fgsm", "pgd")
+GRADIENT_FREE = ("square", "random_search", "noise")
+CHECKS = ("pgd_le_fgsm", "monotone_in_eps", "unbounded_to_chance", "whitebox_beats_blackbox", "transfer_not_stronger")
+
+
+def eps_key(eps: float) -> str:
+    """The JSON key of an eps: ``str(float)``, e.g. "0.1", "0.05", "1.0"."""
+    return str(float(eps))
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """How hard to attack.
+
+    eps: L-inf radii (inputs live in [0, 1]); pgd_steps >= 1 iterations of size 2.5 eps / steps;
+    pgd_restarts >= 1 random starts per loss; square_queries >= 1 Square iterations (MNIST);
+    search_queries >= 1 random vertices for tabular inputs; batch_size for ART;
+    tol: slack (a fraction of the attacked examples) the masking checks allow for sampling noise;
+    unbounded_max: the white-box accuracy at the largest eps must not exceed this (~0).
+    """
+
+    eps: tuple[float, ...] = EPS
+    pgd_steps: int = 40
+    pgd_restarts: int = 3
+    square_queries: int = 300
+    search_queries: int = 200
+    batch_size: int = 1024
+    tol: float = 0.01
+    unbounded_max: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not self.eps or any(not 0 <= e <= 1 for e in self.eps) or list(self.eps) != sorted(set(self.eps)):
+            raise ValueError(f"eps = {self.eps!r}: expected distinct increasing values in [0, 1]")
+        for name in ("pgd_steps", "pgd_restarts", "square_queries", "search_queries", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} = {getattr(self, name)!r}: expected an integer >= 1")
+        if not 0 <= self.tol < 1 or not 0 <= self.unbounded_max < 1:
+            raise ValueError("tol and unbounded_max must lie in [0, 1)")
+
+
+class MarginLoss(nn.Module):
+    """CW-style margin on the logits, summed over the batch: max_{j != y} z_j - z_y.
+
+    ART maximises it (untargeted); it is positive exactly when the example is misclassified. Labels
+    may be indices or one-hot rows (ART passes one-hot to losses it does not know).
+    """
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        y = y.argmax(1) if y.dim() == 2 else y.long()
+        return margins(logits, y).sum()
+
+
+def margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example max_{j != y} z_j - z_y (> 0: misclassified)."""
+    z_y = logits.gather(1, y.view(-1, 1)).squeeze(1)
+    others = logits.scatter(1, y.view(-1, 1), float("-inf"))
+    return others.max(1).values - z_y
+
+
+@contextlib.contextmanager
+def numpy_seed(seed: int):
+    """Seed numpy's global RNG (ART draws from it) and restore the previous state afterwards."""
+    state = np.random.get_state()
+    np.random.seed(int(seed) % 2**32)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def make_classifier(model: nn.Module, input_shape: tuple[int, ...], n_classes: int, loss: str = "ce"):
+    """Wrap ``model`` (forward -> logits) once for ART; ``loss`` is "ce" or "margin"."""
+    from art.estimators.classification import PyTorchClassifier
+
+    if loss not in ("ce", "margin"):
+        raise ValueError(f"loss = {loss!r}: expected 'ce' or 'margin'")
+    model.eval()
+    return PyTorchClassifier(
+        model=model,
+        loss=nn.CrossEntropyLoss() if loss == "ce" else MarginLoss(),
+        input_shape=tuple(input_shape),
+        nb_classes=int(n_classes),
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )
+
+
+def _check_x(x: np.ndarray, eps: float) -> None:
+    if not 0 <= eps <= 1:
+        raise ValueError(f"eps = {eps!r}: expected a value in [0, 1]")
+    if x.size and (x.min() < 0 or x.max() > 1):
+        raise ValueError("inputs must lie in [0, 1]")
+
+
+def _onehot(y: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.eye(n_classes, dtype=np.float32)[np.asarray(y, dtype=np.int64)]
+
+
+def fgsm(clf, x: np.ndarray, y: np.ndarray, eps: float, batch_size: int = 1024) -> np.ndarray:
+    """One signed-gradient step of size eps on the cross-entropy of ``clf`` (ART FastGradientMethod)."""
+    from art.attacks.evasion import FastGradientMethod
+
+    _check_x(x, eps)
+    if eps == 0:
+        return x.astype(np.float32, copy=True)
+    attack = FastGradientMethod(clf, norm=np.inf, eps=eps, eps_step=eps, batch_size=batch_size)
+    return attack.generate(x=x.astype(np.float32), y=_onehot(y, clf.nb_classes))
+
+
+def pgd(clf, x: np.ndarray, y: np.ndarray, eps: float, steps: int = 40, restarts: int = 3, seed: int = 0,
+        batch_size: int = 1024) -> np.ndarray:
+    """L-inf PGD with random start and ``restarts`` starts (ART keeps a successful restart per example)."""
+    from art.attacks.evasion import ProjectedGradientDescentPyTorch
+
+    _check_x(x, eps)
+    if eps == 0:
+        return x.astype(np.float32, copy=True)
+    attack = ProjectedGradientDescentPyTorch(
+        clf, norm=np.inf, eps=eps, eps_step=2.5 * eps / steps, max_iter=steps, num_random_init=restarts,
+        batch_size=batch_size, verbose=False,
+    )
+    with numpy_seed(seed):
+        return attack.generate(x=x.astype(np.float32), y=_onehot(y, clf.nb_classes))
+
+
+def square(clf, x: np.ndarray, y: np.ndarray, eps: float, queries: int = 300, seed: int = 0,
+           batch_size: int = 1024) -> np.ndarray:
+    """ART's Square attack (L-inf, gradient-free); ``x`` must be image-shaped (n, C, H, W)."""
+    from art.attacks.evasion import SquareAttack
+
+    _check_x(x, eps)
+    if eps == 0:
+        return x.astype(np.float32, copy=True)
+    if x.ndim != 4:
+        raise ValueError(f"the Square attack needs image input (n, C, H, W), got shape {x.shape}")
+    attack = SquareAttack(clf, norm=np.inf, eps=eps, max_iter=queries, nb_restarts=1, batch_size=batch_size,
+                          verbose=False)
+    with numpy_seed(seed):
+        return attack.generate(x=x.astype(np.float32), y=_onehot(y, clf.nb_classes))
+
+
+def sign_noise(x: np.ndarray, eps: float, seed: int = 0) -> np.ndarray:
+    """x + eps * s with s uniform in {-1, +1}^d, clipped to [0, 1]."""
+    _check_x(x, eps)
+    s = np.random.default_rng(seed).choice(np.array([-1.0, 1.0], dtype=np.float32), size=x.shape)
+    return np.clip(x + eps * s, 0.0, 1.0).astype(np.float32)
+
+
+@torch.no_grad()
+def random_search(model: nn.Module, x: np.ndarray, y: np.ndarray, eps: float, queries: int = 200,
+                  seed: int = 0) -> np.ndarray:
+    """Gradient-free: per example, the random eps-ball vertex (of ``queries``) with the largest margin."""
+    _check_x(x, eps)
+    xt = torch.from_numpy(x.astype(np.float32))
+    yt = torch.as_tensor(y, dtype=torch.long)
+    best = xt.clone()
+    if eps == 0:
+        return best.numpy()
+    best_m = margins(model(best), yt)
+    gen = torch.Generator().manual_seed(int(seed))
+    for _ in range(queries):
+        s = torch.randint(0, 2, xt.shape, generator=gen).float() * 2 - 1
+        cand = (xt + eps * s).clamp(0, 1)
+        m = margins(model(cand), yt)
+        better = m > best_m
+        best[better], best_m[better] = cand[better], m[better]
+    return best.numpy()
+
+
+@torch.no_grad()
+def correct(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Per-example boolean: the model's argmax logit equals the label."""
+    model.eval()
+    xt = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    pred = torch.cat([model(xt[i : i + batch_size]).argmax(1) for i in range(0, len(xt), batch_size)])
+    return (pred.numpy() == np.asarray(y)).astype(bool)
+
+
+def zero_gradient_fraction(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    """Share of examples whose input gradient is all exactly zero under cross-entropy OR the margin loss.
+
+    Plain torch.autograd through the ordinary forward, one gradient per example (sum reduction).
+    """
+    model.eval()
+    yt = torch.as_tensor(y, dtype=torch.long)
+    zero = np.zeros(len(y), dtype=bool)
+    for loss_fn in (nn.CrossEntropyLoss(reduction="sum"), MarginLoss()):
+        xt = torch.from_numpy(np.asarray(x, dtype=np.float32)).requires_grad_(True)
+        (g,) = torch.autograd.grad(loss_fn(model(xt), yt), xt)
+        zero |= (g.flatten(1) == 0).all(1).numpy()
+    return float(zero.mean()) if len(zero) else float("nan")
+
+
+@dataclass
+class SuiteResult:
+    """Per-example correctness of one model: ``correct[attack][eps_key]`` is a bool array."""
+
+    clean: np.ndarray
+    correct: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    adversarial: dict[str, list[np.ndarray]] = field(default_factory=dict)  # PGD examples for transfer
+    zero_gradient_fraction: float = 0.0
+
+    def accuracy(self) -> dict[str, dict[str, float]]:
+        return {a: {k: float(v.mean()) for k, v in per.items()} for a, per in self.correct.items()}
+
+
+def attack_suite(model: nn.Module, x: np.ndarray, y: np.ndarray, input_shape: tuple[int, ...], n_classes: int,
+                 settings: AttackSettings = AttackSettings(), seed: int = 0) -> SuiteResult:
+    """Run every white-box and gradient-free attack on ``model`` at every eps of ``settings``.
+
+    ``x`` is (n, features) in [0, 1]; it is reshaped to ``input_shape`` for ART (the MLP's forward
+    flattens again). The Square attack runs when ``input_shape`` is an image (C, H, W), the random
+    search otherwise. Transfer and worst case are added later (:func:`add_transfer`, :func:`add_worst`).
+    """
+    x = np.asarray(x, dtype=np.float32).reshape((len(x), *input_shape))
+    y = np.asarray(y, dtype=np.int64)
+    image = len(input_shape) == 3
+    clf_ce = make_classifier(model, input_shape, n_classes, "ce")
+    clf_margin = make_classifier(model, input_shape, n_classes, "margin")
+    res = SuiteResult(clean=correct(model, x, y), zero_gradient_fraction=zero_gradient_fraction(model, x, y))
+    bs = settings.batch_size
+    for name in ("fgsm", "pgd", "square" if image else "random_search", "noise"):
+        res.correct[name] = {}
+    for i, eps in enumerate(settings.eps):
+        k = eps_key(eps)
+        s = seed * 1009 + i
+        res.correct["fgsm"][k] = correct(model, fgsm(clf_ce, x, y, eps, bs), y)
+        adv = [pgd(clf, x, y, eps, settings.pgd_steps, settings.pgd_restarts, s, bs) for clf in (clf_ce, clf_margin)]
+        res.adversarial[k] = adv
+        res.correct["pgd"][k] = np.logical_and.reduce([correct(model, a, y) for a in adv])
+        if image:
+            res.correct["square"][k] = correct(model, square(clf_margin, x, y, eps, settings.square_queries, s, bs), y)
+        else:
+            res.correct["random_search"][k] = correct(model, random_search(model, x, y, eps, settings.search_queries,
+                                                                           s), y)
+        res.correct["noise"][k] = correct(model, sign_noise(x, eps, s), y)
+        log.debug("eps %s: %s", k, {a: float(v[k].mean()) for a, v in res.correct.items()})
+    return res
+
+
+def add_transfer(target: nn.Module, res: SuiteResult, source: SuiteResult, y: np.ndarray) -> None:
+    """Apply ``source``'s PGD examples (both losses) to ``target``: correct only if it survives both."""
+    res.correct["transfer"] = {
+        k: np.logical_and.reduce([correct(target, a, y) for a in advs]) for k, advs in source.adversarial.items()
+    }
+
+
+def add_worst(res: SuiteResult) -> None:
+    """Per example and eps, correct only if correct under every attack run so far."""
+    attacks = [a for a in res.correct if a != "worst"]
+    keys = res.correct[attacks[0]].keys()
+    res.correct["worst"] = {k: np.logical_and.reduce([res.correct[a][k] for a in attacks]) for k in keys}
+
+
+def masking_checks(res: SuiteResult, n_classes: int, settings: AttackSettings = AttackSettings()) -> dict:
+    """The checks of docs/evaluation.md, computed from the numbers of one model.
+
+    Returns ``{"checks": {name: bool}, "values": {name: float}}``; each value is the worst margin
+    the check saw (it passes when the value <= 0):
+      pgd_le_fgsm              max over eps of acc(pgd) - acc(fgsm) - tol;
+      monotone_in_eps          max rise of acc(fgsm), acc(pgd) or acc(worst) from one eps to the next
+                               (clean accuracy before the first) - tol;
+      unbounded_to_chance      white-box accuracy at the largest eps - unbounded_max (and it must be
+                               at most chance, 1/K);
+      whitebox_beats_blackbox  max over eps of the share of examples a gradient-free attack (square or
+                               random search, or noise) breaks while FGSM and PGD both fail - tol;
+      transfer_not_stronger    the same for transferred examples (only when transfer was run).
+    """
+    tol = settings.tol
+    acc = res.accuracy()
+    keys = list(res.correct["fgsm"].keys())
+    white = {k: res.correct["fgsm"][k] & res.correct["pgd"][k] for k in keys}  # robust to both
+    values = {"pgd_le_fgsm": max(acc["pgd"][k] - acc["fgsm"][k] for k in keys) - tol}
+    rise = -np.inf
+    for a in ("fgsm", "pgd", "worst"):
+        if a not in acc:
+            continue
+        seq = [float(res.clean.mean())] + [acc[a][k] for k in keys]
+        rise = max(rise, max(b - c for c, b in itertools.pairwise(seq)))
+    values["monotone_in_eps"] = rise - tol
+    top = float(white[keys[-1]].mean())
+    values["unbounded_to_chance"] = max(top - settings.unbounded_max, top - 1.0 / n_classes)
+
+    def beats(names) -> float:
+        names = [n for n in names if n in res.correct]
+        if not names:
+            return float("nan")
+        return max(float((white[k] & ~np.logical_and.reduce([res.correct[n][k] for n in names])).mean())
+                   for k in keys) - tol
+
+    values["whitebox_beats_blackbox"] = beats(GRADIENT_FREE)
+    values["transfer_not_stronger"] = beats(("transfer",))
+    checks = {name: bool(values[name] <= 1e-12) for name in CHECKS if not np.isnan(values[name])}
+    return {"checks": checks, "values": {k: float(v) for k, v in values.items()}}
