@@ -91,7 +91,7 @@ def test_results_schema_and_files(tiny_run):
         expected = {"fgsm", "pgd", "transfer", "noise", "worst"} | (
             {"square"} if row["task"].startswith("mnist") else {"random_search"})
         assert set(ra) == expected
-        for attack, per in ra.items():
+        for per in ra.values():
             assert list(per) == eps_keys
             assert all(0.0 <= v <= 1.0 for v in per.values())
             # the worst case is the per-example minimum: never above any attack
