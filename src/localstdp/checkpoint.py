@@ -19,26 +19,46 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .errors import CheckpointError
+from .errors import CheckpointError, OutputError
 
 FORMAT = "localstdp/1"
+TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone gives 0600
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via temp file + fsync + rename (readers never see a partial file)."""
+    """Write ``data`` to ``path`` via temp file + fsync + rename (readers never see a partial file).
+
+    A failure (disk full, directory not writable) raises :class:`OutputError` naming ``path``,
+    removes the temporary file and leaves any previous ``path`` untouched.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), _FILE_MODE)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as exc:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            kept = " (the previous file is kept)" if path.exists() else ""
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}{kept}") from exc
         raise
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)
@@ -72,13 +92,12 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
     if raw[:1] == b"\x80" or raw[:2] == b"PK":
         raise CheckpointError(f"{path}: looks like a pickle / torch.save file; only safetensors checkpoints are loaded")
+    if not raw:
+        raise CheckpointError(f"{path}: empty file, expected a safetensors checkpoint")
     try:
         tensors = st_load(raw)
-        from safetensors import safe_open  # header metadata needs the file API
-
-        with safe_open(str(path), framework="pt") as fh:
-            header = fh.metadata() or {}
-    except (SafetensorError, ValueError, OSError, RuntimeError) as exc:
+        header = _header_metadata(raw)
+    except (SafetensorError, ValueError, TypeError, OSError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: not a valid safetensors checkpoint (truncated or corrupt: {exc})") from None
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a localstdp checkpoint (format {header.get('format')!r}, expected {FORMAT!r})")
@@ -87,6 +106,20 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     except (KeyError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata ({exc})") from None
     return tensors, meta
+
+
+def _header_metadata(raw: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors blob already validated by ``st_load``.
+
+    Parsed from the same bytes (8-byte little-endian header length, then a JSON header), so the
+    tensors and the metadata can never come from two different versions of the file.
+    """
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise TypeError("__metadata__ is not a table")
+    return meta
 
 
 def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -143,6 +143,8 @@ def _suggest(key: str, valid: list[str]) -> str:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is not None:  # list[int], int | None: GenericAlias.__name__ would say "list"
+        return str(tp).replace("typing.", "")
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 

@@ -31,6 +31,15 @@ class CheckpointError(LocalSTDPError):
     exit_code = 1
 
 
+class OutputError(LocalSTDPError, OSError):
+    """An output file or directory that cannot be written (not writable, disk full).
+
+    Also an ``OSError``, so callers that catch ``OSError`` around a write keep working.
+    """
+
+    exit_code = 1
+
+
 class DivergenceError(LocalSTDPError):
     """Training produced NaN or inf in weights or activity."""
 

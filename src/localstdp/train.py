@@ -16,16 +16,23 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from .checkpoint import atomic_write_text, load_checkpoint, load_model_tensors, model_tensors, save_checkpoint
+from .checkpoint import (
+    TMP_SUFFIX,
+    atomic_write_text,
+    load_checkpoint,
+    load_model_tensors,
+    model_tensors,
+    save_checkpoint,
+)
 from .config import ExperimentConfig, config_from_dict
 from .data import Dataset, load_dataset
-from .errors import CheckpointError, DivergenceError, LocalSTDPError
+from .errors import CheckpointError, DivergenceError, LocalSTDPError, OutputError
 from .model import MLP, build_model
 from .rules import LEARNERS
 
@@ -81,10 +88,43 @@ class RunState:
 def _check_finite(model: MLP, epoch: int, step: int) -> None:
     for name, p in model.named_parameters():
         if not torch.isfinite(p).all():
-            raise DivergenceError(
-                f"training diverged: {name} became NaN/inf at epoch {epoch + 1}, batch {step}; "
-                "lower the learning rate (the last good checkpoint is kept)"
-            )
+            raise DivergenceError(f"training diverged: {name} became NaN/inf at epoch {epoch + 1}, batch {step}")
+
+
+@torch.no_grad()
+def _checked_accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, epoch: int, batch_size: int = 4096) -> float:
+    """Accuracy, refusing NaN/inf activity (finite weights can still overflow the logits z^L)."""
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        z = model(x[i : i + batch_size])
+        if not torch.isfinite(z).all():
+            raise DivergenceError(f"training diverged: the output activity became NaN/inf after epoch {epoch + 1}")
+        correct += int((z.argmax(1) == y[i : i + batch_size]).sum())
+    return correct / len(y) if len(y) else float("nan")
+
+
+def _learner_step(learner, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int) -> float:
+    """One learner step; a loss or an optimiser value that overflows is divergence, not a crash."""
+    try:
+        loss = learner.step(x, y)
+    except RuntimeError as exc:
+        if "overflow" not in str(exc):
+            raise
+        raise DivergenceError(f"training diverged: numeric overflow at epoch {epoch + 1}, batch {step} ({exc})") from None
+    if not math.isfinite(loss):
+        if isinstance(getattr(learner, "model", None), MLP):
+            _check_finite(learner.model, epoch, step)  # name the tensor at fault when there is one
+        raise DivergenceError(f"training diverged: loss is {loss} at epoch {epoch + 1}, batch {step}")
+    return loss
+
+
+def _remove_stale(out: Path, names: tuple[str, ...]) -> None:
+    """Delete ``names`` and temporary files a killed writer left behind (``.NAME.*.tmp``)."""
+    for name in names:
+        (out / name).unlink(missing_ok=True)
+    for name in (CHECKPOINT, MODEL, METRICS, CONFIG):
+        for tmp in out.glob(f".{name}.*{TMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
 
 
 def _save_state(out: Path, model, learner, method: str, cfg: ExperimentConfig, state: RunState, gen_state) -> None:
@@ -111,25 +151,49 @@ def _without_epochs(d):
     return d | {"train": {k: v for k, v in d.get("train", {}).items() if k != "epochs"}}
 
 
+def _config_diff(old, new, prefix: str = "") -> list[str]:
+    """``key: checkpoint X, config Y`` for every setting that differs between two config dicts."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [] if old == new else [f"{prefix.rstrip('.') or 'config'}: checkpoint {old!r}, config {new!r}"]
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        out += _config_diff(old.get(key), new.get(key), f"{prefix}{key}.")
+    return out
+
+
 def _load_state(out: Path, model, learner, method: str, cfg: ExperimentConfig) -> RunState:
-    tensors, meta = load_checkpoint(out / CHECKPOINT)
+    path = out / CHECKPOINT
+    tensors, meta = load_checkpoint(path)
     if meta.get("kind") != "checkpoint" or meta.get("method") != method:
-        raise CheckpointError(f"{out / CHECKPOINT}: a {meta.get('method')!r} checkpoint cannot resume a {method!r} run")
-    if _without_epochs(meta.get("config")) != _without_epochs(cfg.to_dict()):
-        raise CheckpointError(f"{out / CHECKPOINT}: was written with a different config; resume with the same settings")
-    load_model_tensors(model, tensors, str(out / CHECKPOINT))
+        raise CheckpointError(f"{path}: a {meta.get('method')!r} checkpoint cannot resume a {method!r} run")
+    diff = _config_diff(_without_epochs(meta.get("config")), _without_epochs(cfg.to_dict()))
+    if diff:
+        raise CheckpointError(f"{path}: written with a different config ({'; '.join(diff[:3])}); "
+                              "resume with the same settings or train into a new --out")
+    load_model_tensors(model, tensors, str(path))
     try:
         learner.load_state_tensors(tensors)
     except (ValueError, KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{out / CHECKPOINT}: learner state does not fit: {exc}") from None
-    return RunState(
-        epoch=int(meta["epoch"]),
-        step=int(meta["step"]),
-        epoch_rng=tensors["rng.epoch_start"],
-        history=list(meta["history"]),
-        wall_seconds=float(meta["wall_seconds"]),
-        epoch_loss=float(meta.get("epoch_loss", 0.0)),
-    )
+        raise CheckpointError(f"{path}: learner state does not fit: {exc}") from None
+    rng = tensors.get("rng.epoch_start")
+    expected = torch.Generator().get_state()
+    if rng is None or rng.dtype != expected.dtype or rng.shape != expected.shape:
+        raise CheckpointError(f"{path}: missing or malformed shuffling RNG state (rng.epoch_start)")
+    try:
+        state = RunState(
+            epoch=int(meta["epoch"]),
+            step=int(meta["step"]),
+            epoch_rng=rng,
+            history=list(meta["history"]),
+            wall_seconds=float(meta["wall_seconds"]),
+            epoch_loss=float(meta.get("epoch_loss", 0.0)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: incomplete metadata ({exc!r})") from None
+    if not 0 <= state.epoch <= cfg.train.epochs or state.step < 0 or len(state.history) != state.epoch:
+        raise CheckpointError(f"{path}: stands at epoch {state.epoch}, batch {state.step}, which does not fit "
+                              f"train.epochs = {cfg.train.epochs}; resume with --epochs >= {state.epoch}")
+    return state
 
 
 def train(
@@ -167,16 +231,16 @@ def train(
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise LocalSTDPError(f"cannot create output directory {out_dir}: {exc.strerror or exc}") from None
+            raise OutputError(f"cannot create output directory {out_dir}: {exc.strerror or exc}") from None
         if resume and (out_dir / CHECKPOINT).exists():
             state = _load_state(out_dir, model, learner, method, cfg)
             log.info("resuming %s at epoch %d, batch %d", out_dir, state.epoch + 1, state.step)
+            _remove_stale(out_dir, ())
         elif resume and (out_dir / METRICS).exists():
             raise LocalSTDPError(f"{out_dir} holds a finished run; nothing to resume")
-        try:
-            atomic_write_text(out_dir / CONFIG, cfg.to_toml())
-        except OSError as exc:
-            raise LocalSTDPError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
+        else:  # a fresh run: results of an earlier run in this directory must not survive next to it
+            _remove_stale(out_dir, (CHECKPOINT, MODEL, METRICS))
+        atomic_write_text(out_dir / CONFIG, cfg.to_toml())
     n, bs = len(ds.y_train), cfg.train.batch_size
     n_batches = math.ceil(n / bs)
     bar = None
@@ -187,6 +251,7 @@ def train(
                    desc=f"{method} seed {seed}", unit="batch", leave=False, dynamic_ncols=True)
     t_start = time.perf_counter()
     wall_before = state.wall_seconds
+    saved_epoch = state.epoch  # the epoch the checkpoint on disk stands at (for messages)
     try:
         while state.epoch < cfg.train.epochs:
             if state.epoch_rng is not None:
@@ -197,13 +262,7 @@ def train(
             for b, idx in enumerate(batches(n, bs, perm)):
                 if b < state.step:
                     continue  # already applied before the checkpoint we resumed from
-                loss = learner.step(ds.x_train[idx], ds.y_train[idx])
-                if not math.isfinite(loss):
-                    _check_finite(model, state.epoch, b + 1)
-                    raise DivergenceError(
-                        f"training diverged: loss is {loss} at epoch {state.epoch + 1}, batch {b + 1}; "
-                        "lower the learning rate (the last good checkpoint is kept)"
-                    )
+                loss = _learner_step(learner, ds.x_train[idx], ds.y_train[idx], state.epoch, b + 1)
                 state.epoch_loss += loss * len(idx)
                 state.step = b + 1
                 if bar is not None:
@@ -222,8 +281,8 @@ def train(
             record = {
                 "epoch": state.epoch + 1,
                 "loss": state.epoch_loss / n,
-                "train_accuracy": accuracy(model, ds.x_train, ds.y_train),
-                "test_accuracy": accuracy(model, ds.x_test, ds.y_test),
+                "train_accuracy": _checked_accuracy(model, ds.x_train, ds.y_train, state.epoch),
+                "test_accuracy": _checked_accuracy(model, ds.x_test, ds.y_test, state.epoch),
                 "seconds": time.perf_counter() - t_epoch,
             }
             state.history.append(record)
@@ -234,12 +293,19 @@ def train(
             every = cfg.train.checkpoint_every
             if out_dir is not None and ((every and state.epoch % every == 0) or state.epoch == cfg.train.epochs):
                 _save_state(out_dir, model, learner, method, cfg, state, gen.get_state())
+                saved_epoch = state.epoch
             signum = should_stop() if should_stop is not None else 0
             if signum and state.epoch < cfg.train.epochs:
                 if out_dir is not None:
                     _save_state(out_dir, model, learner, method, cfg, state, gen.get_state())
                 raise Interrupted(f"interrupted by signal {signum} after epoch {state.epoch}: checkpoint written; "
                                   "continue with --resume", 128 + signum)
+    except DivergenceError as exc:
+        if out_dir is not None and (out_dir / CHECKPOINT).exists():
+            kept = f"the last good checkpoint, {out_dir / CHECKPOINT} (after epoch {saved_epoch}), is kept"
+        else:
+            kept = "no checkpoint was written"
+        raise DivergenceError(f"{exc}; lower the learning rate ({kept})") from None
     finally:
         if bar is not None:
             bar.close()
@@ -275,8 +341,8 @@ def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, MLP, str]:
         cfg = config_from_dict(meta["config"])
         widths = [int(w) for w in meta["widths"]]
         method = str(meta["method"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{run_dir / MODEL}: incomplete metadata ({exc})") from None
-    model = MLP(widths[0], widths[1:-1], widths[-1], cfg.model.activation)
+        model = MLP(widths[0], widths[1:-1], widths[-1], cfg.model.activation)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:  # ConfigError is a ValueError
+        raise CheckpointError(f"{run_dir / MODEL}: incomplete or invalid metadata ({exc})") from None
     load_model_tensors(model, tensors, str(run_dir / MODEL))
     return cfg, model, method

@@ -55,13 +55,14 @@ def _select_classes(x: np.ndarray, y: np.ndarray, classes, source: str, keep: li
     mask = np.isin(y, keep)
     x, y = x[mask], y[mask]
     if len(y) == 0:
-        raise DataError(f"{source}: no examples left after keeping classes {classes}")
+        raise DataError(f"{source}: no examples left after keeping classes {[_plain(k) for k in keep]}")
     y_new = np.zeros(len(y), dtype=np.int64)
     for k, label in enumerate(keep):  # K iterations, vectorised over examples
         y_new[y == label] = k
     counts = np.bincount(y_new, minlength=len(keep))
     if (counts > 0).sum() < 2:
-        raise DataError(f"{source}: fewer than two classes with examples (labels kept: {keep})")
+        shown = [_plain(k) for k in keep]
+        raise DataError(f"{source}: fewer than two classes with examples (labels kept: {shown}, counts {counts.tolist()})")
     return x, y_new, tuple(_plain(k) for k in keep)
 
 

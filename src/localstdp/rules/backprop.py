@@ -5,6 +5,7 @@ Cross-entropy on the logits z^L, gradients from torch.autograd, an optimiser fro
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -30,9 +31,9 @@ class BackpropParams:
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"backprop.optimizer = {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
         for name, ok, what in (
-            ("lr", self.lr > 0, "a learning rate > 0"),
+            ("lr", math.isfinite(self.lr) and self.lr > 0, "a finite learning rate > 0"),
             ("momentum", 0 <= self.momentum < 1, "a value in [0, 1)"),
-            ("weight_decay", self.weight_decay >= 0, "a value >= 0"),
+            ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "a finite value >= 0"),
         ):
             if not ok:
                 raise ConfigError(f"backprop.{name} = {getattr(self, name)!r}: expected {what}")
