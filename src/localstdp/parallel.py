@@ -195,6 +195,7 @@ class _Run:
     should_stop: Callable[[], int] | None
     bar: object = None
     ddp: object = None
+    signum: int = 0  # rank 0: the signal that stopped the run mid-epoch
 
     @property
     def rank(self) -> int:
@@ -255,7 +256,7 @@ def _pipeline_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState)
                     run.bar.update(1)
                 signum = run.should_stop() if run.should_stop is not None else 0
                 if signum and state.step < len(idx_batches):
-                    stopped = True
+                    stopped, run.signum = True, signum
                     if not last:
                         head = torch.full((len(idx_batches[state.step]) + 1,), _STOP, dtype=torch.int64)
                         pending.append((comm.isend(head, r + 1, "sending stop"), head))
@@ -282,6 +283,8 @@ def _data_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState) -> 
         x, y = run.ds.x_train[shard], run.ds.y_train[shard]
         signum = run.should_stop() if (r == 0 and run.should_stop is not None) else 0
         stop_now = bool(signum) and b + 1 < len(idx_batches)
+        if stop_now:
+            run.signum = signum
         if run.method == "local":
             ups, acts = run.learner.updates(x, y, reduction="sum")
             sse = ((run.learner.targets(L - 1, y) - acts[-1]) ** 2).sum()
@@ -433,8 +436,7 @@ def train_parallel(
                 state.wall_seconds = wall_before + time.perf_counter() - t_start
                 if r == 0 and out_dir is not None:
                     _save_state(out_dir, model, learner, method, cfg, state, gen.get_state())
-                signum = run.should_stop() if (r == 0 and run.should_stop is not None) else 0
-                _agree(run, signum)
+                signum = _agree(run, run.signum)
                 if r == 0:
                     where = f"checkpoint written to {out_dir / CHECKPOINT}; " if out_dir is not None else ""
                     raise Interrupted(f"interrupted by signal {signum}: {where}continue with --resume", 128 + signum)
@@ -541,14 +543,15 @@ def run(
     joined = not dist.is_initialized()
     if joined:
         _init(timeout)
-    ok = False
+    leave = joined
     try:
-        m = train_parallel(cfg, method, out, mode=mode, dataset=dataset, progress=progress, resume=resume,
-                           should_stop=should_stop, timeout=timeout)
-        ok = True
-        return m
+        return train_parallel(cfg, method, out, mode=mode, dataset=dataset, progress=progress, resume=resume,
+                              should_stop=should_stop, timeout=timeout)
+    except DistributedError:
+        leave = False  # the peers may be gone; leaving the group could wait on them
+        raise
     finally:
-        if joined and ok:  # after a failure the peers may be gone; leaving would wait on them
+        if leave:
             dist.destroy_process_group()
 
 

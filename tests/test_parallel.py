@@ -1,0 +1,258 @@
+"""Layer-pipeline and data-parallel training (localstdp.parallel) against the single-process loop.
+
+Workers are real processes joined by gloo on 127.0.0.1: through torch's elastic launcher
+(``parallel.launch``, what ``--nproc`` uses) or through torchrun's environment variables. The
+pipeline must reproduce the single-process weights bit for bit (same seed, one thread per
+process); data parallel must agree up to float summation order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from localstdp import parallel
+from localstdp.cli import main
+from localstdp.config import config_from_dict
+from localstdp.data import Dataset
+from localstdp.errors import ConfigError
+from localstdp.train import Interrupted, load_run, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic(n_train=70, n_test=23, d=12, k=3, seed=0) -> Dataset:
+    """A tiny in-memory data set: 70 examples give a last partial batch of 6 at batch size 16."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n_train + n_test, d, generator=g)
+    y = torch.randint(0, k, (n_train + n_test,), generator=g)
+    return Dataset("synthetic", x[:n_train], y[:n_train], x[n_train:], y[n_train:], k, tuple(range(k)), (d,))
+
+
+def config(mode="rate", epochs=2, hidden=(16, 8, 8), batch_size=16, **rule):
+    return config_from_dict({
+        "data": {"name": "iris"},  # not loaded: the tests pass the data set in
+        "model": {"hidden": list(hidden)},
+        "train": {"epochs": epochs, "batch_size": batch_size, "lr": 0.5, "seed": 3},
+        "rule": {"mode": mode, **rule},
+        "backprop": {"optimizer": "adam", "lr": 0.01},
+    })
+
+
+@pytest.fixture
+def one_thread():
+    """The workers run one thread each; the single-process reference must too."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def tensors(model):
+    return model.state_dict()
+
+
+def assert_equal_models(a, b):
+    sa, sb = tensors(a), tensors(b)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), f"{k} differs by {(sa[k] - sb[k]).abs().max().item()}"
+
+
+def test_partition_is_contiguous_and_optimal():
+    g = torch.Generator().manual_seed(0)
+    for L, parts in [(1, 1), (4, 2), (5, 3), (6, 6), (7, 3)]:
+        costs = (torch.rand(L, generator=g) * 10).tolist()
+        stages = parallel.partition_layers(costs, parts)
+        assert stages[0][0] == 0 and stages[-1][1] == L and len(stages) == parts
+        assert all(lo < hi for lo, hi in stages) and all(a[1] == b[0] for a, b in zip(stages, stages[1:]))
+        got = max(sum(costs[lo:hi]) for lo, hi in stages)
+        best = min(  # brute force over every choice of cut points
+            max(sum(costs[lo:hi]) for lo, hi in zip((0, *cuts), (*cuts, L)))
+            for cuts in itertools.combinations(range(1, L), parts - 1)
+        )
+        assert got == pytest.approx(best)
+    # the wide benchmark MLP: the two big hidden-to-hidden layers go to different ranks
+    assert parallel.partition_layers(parallel.layer_costs([784, 2048, 2048, 2048, 10]), 2) == [(0, 2), (2, 4)]
+    with pytest.raises(ConfigError):
+        parallel.partition_layers([1.0, 2.0], 3)
+
+
+@pytest.mark.parametrize("mode", ["rate", "timing"])
+def test_pipeline_three_ranks_equals_single_process_bit_for_bit(tmp_path, one_thread, mode):
+    ds, cfg = synthetic(), config(mode)
+    ref = train(cfg, "local", tmp_path / "single", dataset=ds)
+    m = parallel.launch(3, cfg, "local", tmp_path / "pipe", mode="pipeline", dataset=ds, threads=1, keep_model=True)
+    stages = parallel.partition_layers(parallel.layer_costs([12, 16, 8, 8, 3]), 3)
+    assert m["parallel"]["stages"] == [list(s) for s in stages] and len(stages) == 3
+    assert_equal_models(ref["model"], m["model"])
+    # the loss is computed on the last stage with the same operations: equal, not merely close
+    assert [h["loss"] for h in m["history"]] == [h["loss"] for h in ref["history"]]
+    assert m["test_accuracy"] == pytest.approx(ref["test_accuracy"], abs=1e-6)
+    # rank 0 wrote a complete run directory, with the same weights as the single-process one
+    cfg2, model2, method = load_run(tmp_path / "pipe")
+    assert method == "local" and cfg2 == cfg
+    assert_equal_models(ref["model"], model2)
+    assert {p.name for p in (tmp_path / "pipe").iterdir()} >= {"model.safetensors", "metrics.json", "config.toml",
+                                                               "checkpoint.safetensors"}
+
+
+def test_data_parallel_two_ranks_matches_single_process(tmp_path, one_thread):
+    ds, cfg = synthetic(), config()
+    ref = train(cfg, "local", dataset=ds)
+    m = parallel.launch(2, cfg, "local", tmp_path / "data", mode="data", dataset=ds, threads=1, keep_model=True)
+    sr, sm = tensors(ref["model"]), tensors(m["model"])
+    for k in sr:
+        torch.testing.assert_close(sm[k], sr[k], rtol=1e-5, atol=1e-6)
+    # the shards were really trained on: the weights moved away from the initialisation
+    init = tensors(parallel.build_model(ds.n_features, cfg.model.hidden, ds.n_classes, "sigmoid", cfg.train.seed))
+    assert all((sm[k] - init[k]).abs().max() > 1e-3 for k in sr)
+    assert [h["loss"] for h in m["history"]] == pytest.approx([h["loss"] for h in ref["history"]], rel=1e-5)
+
+
+def test_backprop_data_parallel_uses_ddp_and_matches(one_thread):
+    ds, cfg = synthetic(), config()
+    ref = train(cfg, "backprop", dataset=ds)
+    m = parallel.launch(2, cfg, "backprop", None, mode="data", dataset=ds, threads=1, keep_model=True)
+    sr, sm = tensors(ref["model"]), tensors(m["model"])
+    for k in sr:
+        torch.testing.assert_close(sm[k], sr[k], rtol=1e-4, atol=1e-5)
+    assert [h["loss"] for h in m["history"]] == pytest.approx([h["loss"] for h in ref["history"]], rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["pipeline", "data"])
+def test_world_size_one_in_process(one_thread, mode):
+    ds, cfg = synthetic(), config(epochs=1)
+    ref = train(cfg, "local", dataset=ds)
+    m = parallel.run(cfg, "local", None, mode=mode, dataset=ds)
+    if mode == "pipeline":
+        assert_equal_models(ref["model"], m["model"])
+    else:
+        for k, v in tensors(ref["model"]).items():
+            torch.testing.assert_close(tensors(m["model"])[k], v, rtol=1e-5, atol=1e-6)
+    assert not torch.distributed.is_initialized()  # the group of one was left again
+
+
+def test_pipeline_stop_and_resume_equals_uninterrupted(tmp_path, one_thread):
+    ds, cfg = synthetic(), config(epochs=2)
+    ref = train(cfg, "local", dataset=ds)
+    calls = iter(range(100))
+    stop = lambda: signal.SIGTERM if next(calls) == 6 else 0  # noqa: E731 - mid-epoch 2 (5 batches/epoch)
+    with pytest.raises(Interrupted) as exc:
+        parallel.run(cfg, "local", tmp_path, mode="pipeline", dataset=ds, should_stop=stop)
+    assert exc.value.exit_code == 128 + signal.SIGTERM
+    assert (tmp_path / "checkpoint.safetensors").exists() and not (tmp_path / "model.safetensors").exists()
+    m = parallel.run(cfg, "local", tmp_path, mode="pipeline", dataset=ds, resume=True)
+    assert_equal_models(ref["model"], m["model"])
+    assert [h["loss"] for h in m["history"]] == [h["loss"] for h in ref["history"]]
+
+
+def test_cli_usage_errors(tmp_path, capsys):
+    cfg = str(ROOT / "configs" / "iris.toml")
+    base = ["train", "--config", cfg, "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(base + ["--rule", "backprop", "--parallel", "pipeline"]) == 2
+    assert "pipeline needs the local rule" in capsys.readouterr().err
+    assert main(base + ["--nproc", "2"]) == 2
+    assert "--nproc needs --parallel" in capsys.readouterr().err
+    assert main(base + ["--parallel", "pipeline", "--nproc", "9"]) == 2
+    err = capsys.readouterr().err
+    assert "needs at least 9 layers" in err and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults: a dead or hung worker ends the run non-zero within a bounded time, never a hang.
+# ---------------------------------------------------------------------------------------------
+
+
+def _long_config(tmp_path: Path) -> Path:
+    text = (ROOT / "configs" / "iris.toml").read_text()
+    path = tmp_path / "long.toml"
+    path.write_text(text.replace("epochs = 30", "epochs = 1000000"))
+    assert "epochs = 1000000" in path.read_text()
+    return path
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def _wait_for(path: Path, procs, limit=120.0):
+    t0 = time.monotonic()
+    while not path.exists():
+        for p in procs:
+            assert p.poll() is None, p.communicate()[1]
+        assert time.monotonic() - t0 < limit, "training did not start"
+        time.sleep(0.1)
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the workers")
+def test_killed_worker_ends_nproc_run_nonzero(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "localstdp", "train", "--config", str(_long_config(tmp_path)), "--parallel",
+           "pipeline", "--nproc", "3", "--out", str(out), "--no-progress", "--dist-timeout", "10"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        _wait_for(out / "checkpoint.safetensors", [p])  # rank 0 finished an epoch: all workers run
+        workers = [w for c in _children(p.pid) for w in _children(c)]
+        assert len(workers) == 3, workers
+        t0 = time.monotonic()
+        os.kill(workers[1], signal.SIGKILL)
+        _, err = p.communicate(timeout=60)
+        elapsed = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 1
+    assert elapsed < 60
+    assert "localstdp: error: worker rank" in err.strip().splitlines()[-1]
+    assert "Traceback" not in err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_hung_peer_times_out_under_torchrun_env(tmp_path):
+    """Two processes joined through torchrun's variables; one stops (SIGSTOP): the other must
+    give up after --dist-timeout with one error line and exit status 1."""
+    out, port = tmp_path / "run", _free_port()
+    cmd = [sys.executable, "-m", "localstdp", "train", "--config", str(_long_config(tmp_path)), "--parallel",
+           "pipeline", "--out", str(out), "--no-progress", "--dist-timeout", "2"]
+    procs = []
+    for rank in range(2):
+        env = _env() | {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    try:
+        _wait_for(out / "checkpoint.safetensors", procs)
+        os.kill(procs[1].pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        _, err = procs[0].communicate(timeout=60)
+        elapsed = time.monotonic() - t0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert procs[0].returncode == 1
+    assert elapsed < 2 + 20
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("localstdp: error: rank 0 of 2:") and "timed out" in lines[0].lower()
