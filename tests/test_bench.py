@@ -57,8 +57,10 @@ def test_run_bench_tiny(tmp_path):
 def test_cuda_absent_is_skipped_or_measured():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    res = run_bench(device="auto", spec=TINY)
+    res = run_bench(device="auto", spec=TINY, threads=[1])
     assert res["devices"]["cuda"] == {"skipped": "no CUDA device is available"}
+    assert res["devices"]["cpu"]["machine"]["threads"] == 1
+    assert res["gemm_efficiency"] == res["devices"]["cpu"]["headline"]["gemm_efficiency"]
     assert main(["bench", "--device", "cuda", "--out", "unused.json"]) == 1
 
 

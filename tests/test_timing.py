@@ -127,3 +127,15 @@ def test_learner_step_applies_every_layers_update_from_one_forward(mode):
         torch.testing.assert_close(layer.weight, old.weight + dW, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(layer.bias, old.bias + db, rtol=1e-5, atol=1e-6)
     assert loss == pytest.approx(float(((rule.targets(2, y) - acts[-1]) ** 2).mean()), rel=1e-6)
+
+
+def test_cached_targets_equal_association_targets_and_follow_a_new_map():
+    from localstdp.rules.functional import association_targets
+
+    model = build_model(5, [12], 4, "sigmoid", seed=0)
+    rule = LocalRule(model, RuleParams(association="random"), n_classes=4, seed=1)
+    y = torch.tensor([3, 0, 2, 2, 1])
+    for l in range(2):
+        assert torch.equal(rule.targets(l, y), association_targets(rule.associations[l], y, 0.9, 0.1))
+    rule.associations[0] = 1 - rule.associations[0]  # a replaced map must not be served from the cache
+    assert torch.equal(rule.targets(0, y), association_targets(rule.associations[0], y, 0.9, 0.1))

@@ -4,7 +4,7 @@ Per layer, the rate mode needs one forward GEMM and one weight-update GEMM; back
 the GEMM that carries the error to the layer below (not for the first layer: the input needs no
 gradient). For 784-1024-1024-10 that bounds the speed-up of the rate mode at
 flops(backprop) / flops(rate) ~= 1.28. The benchmark measures, with warm-up, interleaved repeats
-(every repeat times each method once, in turn) and medians:
+(batch by batch, every method in turn) and medians:
 
 - ``rate_vs_backprop_speedup``: backprop epoch time / rate epoch time (median of the per-repeat
   ratios; backprop is plain SGD, no momentum, cross-entropy, torch.autograd);
@@ -71,7 +71,7 @@ class BenchSpec:
 
 QUICK = BenchSpec(epoch_batches=6, repeats=5, scale_widths=(256, 1024, 4096), scale_batches=(32, 256, 1024),
                   scale_methods=("rate", "backprop"), scale_steps=1, scale_repeats=3, bins_sweep=(2, 4, 8, 32),
-                  bins_steps=1)
+                  bins_steps=2)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,25 +152,33 @@ def _time(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def _epoch(step: Callable, batches) -> Callable[[], None]:
-    def run() -> None:
-        for x, y in batches:
-            step(x, y)
-
-    return run
+def _stepper(step: Callable, batches) -> Callable[[int], object]:
+    return lambda i: step(*batches[i])
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
-    """Seconds of every fn per repeat; each repeat runs all fns once, in turn (untimed warm-up first)."""
+def interleaved(fns: dict[str, Callable[[int], object]], units: int, repeats: int, warmup: int,
+                device: torch.device) -> dict[str, list[float]]:
+    """Seconds per repeat of every fn, each repeat being ``units`` calls fn(0..units-1).
+
+    Interleaved at the finest grain: for every unit all fns run back to back, in an order that
+    rotates from unit to unit, so every method sees the same machine load (the box is shared).
+    ``warmup`` untimed repeats come first."""
+    names = list(fns)
     for _ in range(warmup):
-        for fn in fns.values():
-            fn()
+        for i in range(units):
+            for k in names:
+                fns[k](i)
     _sync(device)
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for r in range(repeats):
-        order = list(fns) if r % 2 == 0 else list(fns)[::-1]  # alternate the order: no fixed neighbour
-        for k in order:
-            times[k].append(_time(fns[k], device))
+    times: dict[str, list[float]] = {k: [] for k in names}
+    turn = 0
+    for _ in range(repeats):
+        total = dict.fromkeys(names, 0.0)
+        for i in range(units):
+            turn += 1
+            for k in names[turn % len(names):] + names[: turn % len(names)]:
+                total[k] += _time(lambda: fns[k](i), device)
+        for k in names:
+            times[k].append(total[k])
     return times
 
 
@@ -230,11 +238,11 @@ def headline(spec: BenchSpec, device: torch.device) -> dict:
     batches = synthetic_batches(spec.epoch_batches, spec.batch, N_FEATURES, device, spec.seed)
     learners = {m: make_learner(m, widths, spec, device) for m in METHODS}
     gemm = GemmReference(widths, spec.batch, device, spec.seed)
-    fns = {m: _epoch(lrn.step, batches) for m, lrn in learners.items()}
-    fns["gemm"] = lambda: [gemm.step() for _ in range(spec.epoch_batches)]
+    fns = {m: _stepper(lrn.step, batches) for m, lrn in learners.items()}
+    fns["gemm"] = lambda i: gemm.step()
     log.info("bench %s: headline %s, batch %d, %d batches x %d repeats", device, widths, spec.batch,
              spec.epoch_batches, spec.repeats)
-    times = interleaved(fns, spec.repeats, spec.warmup, device)
+    times = interleaved(fns, spec.epoch_batches, spec.repeats, spec.warmup, device)
     med = {k: statistics.median(v) for k, v in times.items()}
     flops = {m: method_flops(m, widths, spec.batch, spec.time_bins) * spec.epoch_batches for m in METHODS}
     flops["gemm"] = flops["rate"]
@@ -248,6 +256,7 @@ def headline(spec: BenchSpec, device: torch.device) -> dict:
         "time_bins": spec.time_bins,
         "epoch_seconds": times,
         "epoch_seconds_median": med,
+        "epoch_seconds_min": {k: min(v) for k, v in times.items()},
         "gflops_per_second": {k: flops[k] / med[k] / 1e9 for k in med},
         "rate_vs_backprop_speedup": _paired_ratio(times["backprop"], times["rate"]),
         "timing_vs_rate_cost": _paired_ratio(times["timing"], times["rate"]),
@@ -261,8 +270,8 @@ def headline(spec: BenchSpec, device: torch.device) -> dict:
 def _per_batch(methods, widths: list[int], batch: int, spec: BenchSpec, device: torch.device) -> dict[str, float]:
     """Median seconds per batch of each method at one shape (interleaved repeats)."""
     batches = synthetic_batches(spec.scale_steps, batch, widths[0], device, spec.seed)
-    fns = {m: _epoch(make_learner(m, widths, spec, device).step, batches) for m in methods}
-    times = interleaved(fns, spec.scale_repeats, 1, device)
+    fns = {m: _stepper(make_learner(m, widths, spec, device).step, batches) for m in methods}
+    times = interleaved(fns, spec.scale_steps, spec.scale_repeats, 1, device)
     return {m: statistics.median(t) / spec.scale_steps for m, t in times.items()}
 
 
@@ -286,11 +295,11 @@ def bins_sweep(spec: BenchSpec, device: torch.device) -> list[dict]:
     """Cost (timing step / rate step, interleaved) and error of the timing mode for each K."""
     widths = [N_FEATURES, *spec.hidden, N_CLASSES]
     batches = synthetic_batches(spec.bins_steps, spec.batch, N_FEATURES, device, spec.seed)
-    fns = {"rate": _epoch(make_learner("rate", widths, spec, device).step, batches)}
+    fns = {"rate": _stepper(make_learner("rate", widths, spec, device).step, batches)}
     for K in spec.bins_sweep:
-        fns[f"timing{K}"] = _epoch(make_learner("timing", widths, spec, device, time_bins=K).step, batches)
+        fns[f"timing{K}"] = _stepper(make_learner("timing", widths, spec, device, time_bins=K).step, batches)
     log.info("bench %s: time_bins %s", device, list(spec.bins_sweep))
-    times = interleaved(fns, spec.scale_repeats, 1, device)
+    times = interleaved(fns, spec.bins_steps, spec.scale_repeats, 1, device)
     rows = []
     for K in spec.bins_sweep:
         rows.append({"time_bins": K, "timing_vs_rate_cost": _paired_ratio(times[f"timing{K}"], times["rate"]),
@@ -324,11 +333,13 @@ def run_device(spec: BenchSpec, device: torch.device) -> dict:
     return res
 
 
-def run_bench(quick: bool = False, device: str = "auto", spec: BenchSpec | None = None, **overrides) -> dict:
+def run_bench(quick: bool = False, device: str = "auto", spec: BenchSpec | None = None,
+              threads: list[int] | None = None, **overrides) -> dict:
     """Run the benchmark; ``device``: "cpu", "cuda" or "auto" (CPU, plus CUDA when present).
 
-    Returns the JSON-ready result; the three headline keys at the top level come from the first
-    device measured (the CPU unless ``device`` is "cuda")."""
+    ``threads``: CPU thread counts to measure in turn (default: torch's current setting); each
+    gets its own entry, "cpu" for the first and "cpu-<n>t" for the others. Returns the JSON-ready
+    result; the three headline keys at the top level come from the first entry measured."""
     spec = spec or (QUICK if quick else BenchSpec())
     if overrides:
         spec = replace(spec, **overrides)
@@ -336,15 +347,29 @@ def run_bench(quick: bool = False, device: str = "auto", spec: BenchSpec | None 
         raise LocalSTDPError(f"unknown device {device!r}; expected auto, cpu or cuda")
     if device == "cuda" and not torch.cuda.is_available():
         raise LocalSTDPError("--device cuda: no CUDA device is available")
-    names = ["cpu"] if device == "cpu" else ["cuda"] if device == "cuda" else ["cpu", "cuda"]
+    if threads is not None and (not threads or any(n < 1 for n in threads)):
+        raise LocalSTDPError(f"threads = {threads!r}: expected positive thread counts")
+    runs: list[tuple[str, str, int | None]] = []
+    if device in ("auto", "cpu"):
+        for i, n in enumerate(threads or [None]):
+            runs.append(("cpu" if i == 0 else f"cpu-{n}t", "cpu", n))
+    if device in ("auto", "cuda"):
+        runs.append(("cuda", "cuda", None))
     result: dict = {"quick": quick, "spec": asdict(spec), "targets": {k: list(v) for k, v in TARGETS.items()},
                     "devices": {}}
-    for name in names:
-        if name == "cuda" and not torch.cuda.is_available():
-            result["devices"]["cuda"] = {"skipped": "no CUDA device is available"}
-            continue
-        result["devices"][name] = run_device(spec, torch.device(name))
-    first = result["devices"][names[0]]["headline"]
+    saved = torch.get_num_threads()
+    try:
+        for key, dev, n in runs:
+            if dev == "cuda" and not torch.cuda.is_available():
+                result["devices"][key] = {"skipped": "no CUDA device is available"}
+                continue
+            if n is not None:
+                torch.set_num_threads(n)
+            result["devices"][key] = run_device(spec, torch.device(dev))
+            torch.set_num_threads(saved)
+    finally:
+        torch.set_num_threads(saved)
+    first = result["devices"][runs[0][0]]["headline"]
     for key in TARGETS:
         result[key] = first[key]
     result["targets_met"] = {k: (result[k] >= v if op == ">=" else result[k] <= v) for k, (op, v) in TARGETS.items()}
@@ -403,6 +428,14 @@ def render_markdown(result: dict, json_path: str, png_path: str, notes: str = ""
     lines += ["## Headline", "", "| key | measured | target | met |", "|---|---|---|---|"]
     for k, (op, v) in result["targets"].items():
         lines.append(f"| `{k}` | {result[k]:.3f} | {op} {v} | {'yes' if result['targets_met'][k] else 'NO'} |")
+    first = next(iter(result["devices"]))
+    lines += ["", f"The keys above come from the first entry, `{first}`. Every entry measured:", "",
+              "| entry | threads | " + " | ".join(f"`{k}`" for k in result["targets"]) + " |",
+              "|---|---|" + "---|" * len(result["targets"])]
+    for dev, res in result["devices"].items():
+        if "skipped" not in res:
+            lines.append(f"| {dev} | {res['machine']['threads']} | "
+                         + " | ".join(f"{res['headline'][k]:.3f}" for k in result["targets"]) + " |")
     lines.append("")
     for dev, res in result["devices"].items():
         if "skipped" in res:

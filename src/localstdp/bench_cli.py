@@ -15,6 +15,7 @@ def _add_bench(sub) -> None:
                    help="auto: CPU, plus CUDA when present (default)")
     p.add_argument("--time-bins", type=int, help="clock steps K of the timing mode in the headline")
     p.add_argument("--repeats", type=int, help="interleaved timed repeats")
+    p.add_argument("--threads", help="CPU thread counts to measure in turn, e.g. 1,2 (default: torch's setting)")
     p.add_argument("--report", metavar="JSON", help="do not measure: write the markdown report from this JSON")
     p.add_argument("--md", default="BENCHMARKS.md", help="markdown report path for --report (default BENCHMARKS.md)")
     p.add_argument("--plot", help="plot path for --report (default: next to the JSON)")
@@ -38,9 +39,16 @@ def cmd_bench(args) -> int:
             if value < (2 if name == "time_bins" else 1):
                 raise ConfigError(f"bench: --{name.replace('_', '-')} = {value}: too small")
             overrides[name] = value
-    result = run_bench(quick=args.quick, device=args.device, **overrides)
+    threads = None
+    if args.threads:
+        try:
+            threads = [int(t) for t in args.threads.split(",")]
+        except ValueError:
+            raise ConfigError(f"bench: --threads {args.threads!r}: expected integers such as 1,2") from None
+    result = run_bench(quick=args.quick, device=args.device, threads=threads, **overrides)
     words = ["localstdp", "bench", *(["--quick"] if args.quick else []), "--out", args.out]
     words += [] if args.device == "auto" else ["--device", args.device]
+    words += ["--threads", args.threads] if args.threads else []
     words += [w for k, v in overrides.items() for w in (f"--{k.replace('_', '-')}", str(v))]
     result["command"] = " ".join(shlex.quote(w) for w in words)
     write_json(result, args.out)

@@ -27,8 +27,16 @@ class LocalRule:
         )
 
     def targets(self, l: int, y: torch.Tensor) -> torch.Tensor:
-        """Association targets of layer ``l`` (0-based) for labels ``y``."""
-        return association_targets(self.associations[l], y, self.params.a_hi, self.params.a_lo)
+        """Association targets of layer ``l`` (0-based) for labels ``y``.
+
+        Rows of a cached (n_classes x n) table of association_targets: one contiguous gather per
+        batch instead of a strided one (the table is rebuilt when the association map is replaced)."""
+        A = self.associations[l]
+        tables = self.__dict__.setdefault("_target_tables", {})
+        if l not in tables or tables[l][0] is not A:
+            classes = torch.arange(A.shape[1], device=A.device)
+            tables[l] = (A, association_targets(A, classes, self.params.a_hi, self.params.a_lo).contiguous())
+        return tables[l][1].index_select(0, y)
 
     def layer_update(self, l: int, pre: torch.Tensor, post: torch.Tensor, y: torch.Tensor, reduction: str = "mean"):
         """(dW, db) of layer ``l`` from its own pre/post activity and the broadcast label only."""

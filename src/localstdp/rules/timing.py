@@ -62,19 +62,26 @@ def binned_factors(
     k_post = (latency(post, p.T) / h).floor_().clamp_(0, K - 1).to(torch.int64)  # (B, n_out)
     E = e.new_zeros((K, B, e.shape[1])).scatter_(0, k_post.unsqueeze(0), e.unsqueeze(0))
     centres = (torch.arange(K, device=pre.device, dtype=pre.dtype) + 0.5) * h
-    A = _kappa_inplace(centres.view(K, 1, 1) - latency(pre, p.T).unsqueeze(0), p).mul_(x.unsqueeze(0))
+    A = _kappa_times_x(centres, latency(pre, p.T), x, p)
     return E.reshape(K * B, -1), A.reshape(K * B, -1)
 
 
-def _kappa_inplace(D: torch.Tensor, p: RuleParams) -> torch.Tensor:
-    """kappa(D) written over a fresh tensor D with one exp: the exponent is min(-D/tau_plus,
-    D/tau_minus), which picks the LTP branch exactly when D > 0 (as :func:`kappa` does)."""
+def _kappa_times_x(centres: torch.Tensor, t_pre: torch.Tensor, x: torch.Tensor, p: RuleParams) -> torch.Tensor:
+    """x * kappa(c_k - t_pre) for every clock centre, (K, B, n_in), in few in-place passes.
+
+    One exp: the exponent is min(-D/tau_plus, D/tau_minus) (= -|D|/tau when the two time
+    constants agree), which picks the LTP branch exactly when D > 0, as :func:`kappa` does.
+    """
     cP, cM = p.A_plus / p.tau_plus, p.A_minus / p.tau_minus
+    D = t_pre.neg().unsqueeze(0).add(centres.view(-1, 1, 1))  # (K, B, n_in)
     ltp = D > 0 if cP != cM else None
-    out = torch.minimum(D * (-1.0 / p.tau_plus), D.mul_(1.0 / p.tau_minus)).exp_()
+    if p.tau_plus == p.tau_minus:
+        out = D.abs_().mul_(-1.0 / p.tau_plus).exp_()
+    else:
+        out = torch.minimum(D * (-1.0 / p.tau_plus), D.mul_(1.0 / p.tau_minus)).exp_()
     if ltp is None:
-        return out.mul_(cP)
-    return out.mul_(torch.where(ltp, cP, cM).to(out.dtype))
+        return out.mul_(x.unsqueeze(0) * cP)
+    return out.mul_(torch.where(ltp, cP, cM).to(out.dtype)).mul_(x.unsqueeze(0))
 
 
 def timing_binned(x: torch.Tensor, post: torch.Tensor, e: torch.Tensor, pre: torch.Tensor, p: RuleParams) -> torch.Tensor:
