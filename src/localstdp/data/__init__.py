@@ -119,8 +119,13 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     if cfg.name == "idx":
         from .idx import load_idx_dir
 
-        x_tr, y_tr, x_te, y_te = load_idx_dir(cfg.path)
-        source = f"idx:{cfg.path}"
+        directory = cfg.path
+        if cfg.url:
+            from .download import fetch_idx
+
+            directory = fetch_idx(cfg.url, cfg.path, cfg.checksums)
+        x_tr, y_tr, x_te, y_te = load_idx_dir(directory)
+        source = f"idx:{cfg.url or cfg.path}"
         keep = _resolve_classes(np.concatenate([y_tr, y_te]), cfg.classes, source)
         x_tr, y_tr, labels = _select_classes(x_tr, y_tr, None, source + " (train)", keep)
         x_te, y_te, _ = _select_classes(x_te, y_te, None, source + " (test)", keep)
