@@ -211,6 +211,29 @@ def peak_step_memory(step: Callable[[], object], device: torch.device) -> int:
     return int(peak)
 
 
+GEMM_OPS = ("aten::addmm", "aten::addmm_", "aten::mm", "aten::bmm", "aten::matmul")
+
+
+def op_breakdown(step: Callable[[], object], device: torch.device, steps: int = 2, top: int = 6) -> dict:
+    """Where one training step spends its time, from torch.profiler: the GEMM share of the self
+    time and the ``top`` ops by self time (milliseconds per step)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            step()
+        _sync(device)
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    rows = [(e.key, getattr(e, attr, 0.0) / 1e3 / steps) for e in prof.key_averages()]
+    rows = [r for r in rows if r[1] > 0]
+    total = sum(ms for _, ms in rows)
+    gemm = sum(ms for k, ms in rows if k in GEMM_OPS)
+    rows.sort(key=lambda r: -r[1])
+    return {"total_ms": total, "gemm_share": gemm / total if total else 0.0,
+            "top_ms": {k: ms for k, ms in rows[:top]}}
+
+
 def timing_error(widths: list[int], spec: BenchSpec, time_bins: int, n: int = 16) -> dict[str, float]:
     """Binned vs direct timing update of the first hidden layer on the benchmark's own activities
     (``n`` examples): relative Frobenius error, and the stated per-kernel bound eps(K)."""
@@ -248,6 +271,8 @@ def headline(spec: BenchSpec, device: torch.device) -> dict:
     flops["gemm"] = flops["rate"]
     x0, y0 = batches[0]
     memory = {m: peak_step_memory(lambda lrn=lrn: lrn.step(x0, y0), device) for m, lrn in learners.items()}
+    ops = {m: op_breakdown(lambda lrn=lrn: lrn.step(x0, y0), device) for m, lrn in learners.items()}
+    ops["gemm"] = op_breakdown(gemm.step, device)
     return {
         "widths": widths,
         "batch": spec.batch,
@@ -263,6 +288,7 @@ def headline(spec: BenchSpec, device: torch.device) -> dict:
         "gemm_efficiency": _paired_ratio(times["gemm"], times["rate"]),
         "flop_bound_speedup": method_flops("backprop", widths, 1) / method_flops("rate", widths, 1),
         "peak_step_memory_bytes": memory,
+        "op_breakdown": ops,
         "parameter_bytes": sum(p.numel() * p.element_size() for p in learners["rate"].model.parameters()),
     }
 
@@ -461,6 +487,12 @@ def render_markdown(result: dict, json_path: str, png_path: str, notes: str = ""
         lines += ["", f"Ratios (median of per-repeat ratios): rate vs backprop speed-up "
                       f"{h['rate_vs_backprop_speedup']:.3f}, timing vs rate cost {h['timing_vs_rate_cost']:.3f}, "
                       f"GEMM efficiency {h['gemm_efficiency']:.3f}. Parameters: {_mib(h['parameter_bytes'])} MiB.", "",
+                  "### Where a step's time goes (torch.profiler, self time per step)", "",
+                  "| method | profiled ms per step | GEMM share | top ops (ms) |", "|---|---|---|---|"]
+        for k, o in h.get("op_breakdown", {}).items():
+            top = ", ".join(f"{n.replace('aten::', '')} {ms:.1f}" for n, ms in o["top_ms"].items())
+            lines.append(f"| {k} | {o['total_ms']:.1f} | {o['gemm_share']:.2f} | {top} |")
+        lines += ["",
                   "### Timing mode: cost and error against the number of clock steps K", "",
                   "| K | timing / rate time | s per batch | rel. error vs direct (measured) | kernel error bound eps(K) |",
                   "|---|---|---|---|---|"]
