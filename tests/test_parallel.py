@@ -74,7 +74,7 @@ def test_partition_is_contiguous_and_optimal():
         costs = (torch.rand(L, generator=g) * 10).tolist()
         stages = parallel.partition_layers(costs, parts)
         assert stages[0][0] == 0 and stages[-1][1] == L and len(stages) == parts
-        assert all(lo < hi for lo, hi in stages) and all(a[1] == b[0] for a, b in zip(stages, stages[1:]))
+        assert all(lo < hi for lo, hi in stages) and all(a[1] == b[0] for a, b in itertools.pairwise(stages))
         got = max(sum(costs[lo:hi]) for lo, hi in stages)
         best = min(  # brute force over every choice of cut points
             max(sum(costs[lo:hi]) for lo, hi in zip((0, *cuts), (*cuts, L)))
@@ -146,7 +146,7 @@ def test_pipeline_stop_and_resume_equals_uninterrupted(tmp_path, one_thread):
     ds, cfg = synthetic(), config(epochs=2)
     ref = train(cfg, "local", dataset=ds)
     calls = iter(range(100))
-    stop = lambda: signal.SIGTERM if next(calls) == 6 else 0  # noqa: E731 - mid-epoch 2 (5 batches/epoch)
+    stop = lambda: signal.SIGTERM if next(calls) == 6 else 0  # the first batch of epoch 2 (5 batches an epoch)
     with pytest.raises(Interrupted) as exc:
         parallel.run(cfg, "local", tmp_path, mode="pipeline", dataset=ds, should_stop=stop)
     assert exc.value.exit_code == 128 + signal.SIGTERM

@@ -30,6 +30,7 @@ peer ends every process with :class:`~localstdp.errors.DistributedError` instead
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
 import logging
 import math
@@ -40,9 +41,9 @@ import sys
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -111,7 +112,7 @@ def partition_layers(costs: list[float], parts: int) -> list[tuple[int, int]]:
 
 def layer_costs(widths: list[int]) -> list[float]:
     """Work of each layer per example (multiply-adds of its forward and its update)."""
-    return [float(a * b + b) for a, b in zip(widths[:-1], widths[1:])]
+    return [float(a * b + b) for a, b in itertools.pairwise(widths)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -352,6 +353,21 @@ def _sharded_accuracy(run: _Run) -> tuple[float, float]:
     return tuple(float(c) / k if k else float("nan") for c, k in zip(counts.tolist(), n))
 
 
+def _setup(cfg: ExperimentConfig, method: str, mode: str, ds: Dataset, timeout: float, should_stop=None) -> _Run:
+    """Model, learner and stages of this rank (every rank builds the full model from the seed)."""
+    comm = _Comm(dist.get_rank(), dist.get_world_size(), datetime.timedelta(seconds=timeout))
+    model = build_model(ds.n_features, cfg.model.hidden, ds.n_classes, cfg.model.activation, cfg.train.seed)
+    learner = make_learner(method, model, cfg, ds.n_classes)
+    L = len(model.layers)
+    stages = partition_layers(layer_costs(model.widths), comm.world) if mode == "pipeline" else [(0, L)] * comm.world
+    run = _Run(comm, mode, method, cfg, ds, model, learner, stages, should_stop)
+    if method == "backprop" and mode == "data":
+        from torch.nn.parallel import DistributedDataParallel
+
+        run.ddp = DistributedDataParallel(model, broadcast_buffers=False)
+    return run
+
+
 def train_parallel(
     cfg: ExperimentConfig,
     method: str,
@@ -372,15 +388,10 @@ def train_parallel(
     visible to all ranks, e.g. on a shared file system).
     """
     check_mode(mode, method)
-    comm = _Comm(dist.get_rank(), dist.get_world_size(), datetime.timedelta(seconds=timeout))
-    r, P = comm.rank, comm.world
     ds = dataset if dataset is not None else load_dataset(cfg.data)
-    seed = cfg.train.seed
-    model = build_model(ds.n_features, cfg.model.hidden, ds.n_classes, cfg.model.activation, seed)
-    learner = make_learner(method, model, cfg, ds.n_classes)
-    L = len(model.layers)
-    stages = partition_layers(layer_costs(model.widths), P) if mode == "pipeline" else [(0, L)] * P
-    run = _Run(comm, mode, method, cfg, ds, model, learner, stages, should_stop)
+    run = _setup(cfg, method, mode, ds, timeout, should_stop)
+    comm, model, learner, stages, seed = run.comm, run.model, run.learner, run.stages, cfg.train.seed
+    r, P = comm.rank, comm.world
     out_dir = Path(out) if out is not None else None
     state = RunState()
     if out_dir is not None:
@@ -398,10 +409,6 @@ def train_parallel(
                 raise LocalSTDPError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
     if r == 0:
         log.info("%s training, %d ranks, stages %s", mode, P, stages if mode == "pipeline" else "all layers")
-    if method == "backprop":
-        from torch.nn.parallel import DistributedDataParallel
-
-        run.ddp = DistributedDataParallel(model, broadcast_buffers=False)
     gen = shuffle_generator(seed)
     n, bs = len(ds.y_train), cfg.train.batch_size
     n_batches = math.ceil(n / bs)
@@ -667,3 +674,66 @@ def train_from_cli(
         return run(cfg, method, out, mode=mode, progress=progress, resume=resume, should_stop=should_stop,
                    timeout=timeout)
     return launch(world, cfg, method, out, mode=mode, resume=resume, progress=progress, timeout=timeout)
+
+
+# ----------------------------------------------------------------------------------------------
+# Throughput benchmark: the bare training loop, no evaluation, no files
+# ----------------------------------------------------------------------------------------------
+
+
+def _bench_worker(mode: str, widths: list[int], batch_size: int, n_batches: int, warmup: int, threads: int,
+                  rule_mode: str, timeout: float) -> dict:
+    torch.set_num_threads(threads)
+    _init(timeout)
+    try:
+        g = torch.Generator().manual_seed(0)
+        n = batch_size * n_batches
+        x = torch.rand(n, widths[0], generator=g)
+        y = torch.randint(0, widths[-1], (n,), generator=g)
+        ds = Dataset("bench", x, y, x[:1], y[:1], widths[-1], tuple(range(widths[-1])), (widths[0],))
+        cfg = ExperimentConfig().with_overrides(batch_size=batch_size, epochs=1)
+        cfg = type(cfg)(data=cfg.data, model=type(cfg.model)(hidden=list(widths[1:-1])), train=cfg.train,
+                        rule=type(cfg.rule)(**{**cfg.rule.__dict__, "mode": rule_mode}), backprop=cfg.backprop)
+        run = _setup(cfg, "local", "data" if mode == "single" else mode, ds, timeout)
+        idx = batches(n, batch_size, torch.arange(n))
+        epoch_fn = _pipeline_epoch if mode == "pipeline" else _data_epoch
+
+        def loop(k: int) -> None:
+            if mode == "single":
+                for b in idx[:k]:
+                    run.learner.step(x[b], y[b])
+            else:
+                with torch.no_grad():
+                    epoch_fn(run, idx[:k], RunState())
+
+        loop(warmup)
+        run.comm.all_reduce(torch.zeros(1), "bench barrier")
+        t0 = time.perf_counter()
+        loop(n_batches)
+        run.comm.all_reduce(torch.zeros(1), "bench barrier")  # the pipeline has drained
+        seconds = time.perf_counter() - t0
+    finally:
+        dist.destroy_process_group()
+    return {"mode": mode, "ranks": run.world, "threads_per_rank": threads, "batch_size": batch_size,
+            "batches": n_batches, "seconds": seconds, "examples_per_s": n_batches * batch_size / seconds,
+            "stages": [list(s) for s in run.stages] if mode == "pipeline" else None}
+
+
+def benchmark(mode: str, nproc: int, threads: int, widths: list[int], *, batch_size: int = 32, n_batches: int = 64,
+              warmup: int = 8, rule_mode: str = "rate", timeout: float = 120.0) -> dict:
+    """Examples per second of the local rule's training loop (no evaluation, no files).
+
+    ``mode``: "single" (``LocalRule.step`` in one process; ``nproc`` must be 1), "pipeline" or
+    "data". Workers are started with :func:`launch`'s launcher, ``threads`` intra-op threads each.
+    """
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if mode not in ("single", *MODES) or (mode == "single" and nproc != 1):
+        raise ConfigError(f"benchmark mode {mode!r} with {nproc} processes: expected single (1), pipeline or data")
+    multiprocessing.set_forkserver_preload(["localstdp.parallel"])
+    lc = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"bench-{uuid.uuid4().hex[:12]}",
+                      rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.1,
+                      start_method="forkserver", local_addr="127.0.0.1", shutdown_timeout=5)
+    res = elastic_launch(lc, _bench_worker)(mode, list(widths), batch_size, n_batches, warmup, threads, rule_mode,
+                                            timeout)
+    return res[0]

@@ -1,0 +1,67 @@
+"""Throughput of the local rule's training loop: 1 rank x 2 threads vs 2 ranks x 1 thread.
+
+    .venv/bin/python benchmarks/distributed.py [--widths 784 2048 2048 2048 10] [--batch-size 32 256]
+        [--batches 48] [--repeats 3] [--json OUT.json]
+
+Each configuration runs in fresh worker processes started through torch's elastic launcher
+(gloo on 127.0.0.1), times only the training loop (no evaluation, no files; the pipeline is timed
+until it has drained), and the configurations are interleaved ``--repeats`` times so that a
+change in machine load hits all of them alike; the table shows medians (and min-max). Run it at
+normal priority on an otherwise idle machine: it measures how two CPU cores are best used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+
+import torch
+
+from localstdp import parallel
+
+CONFIGS = [("single", 1, 2), ("pipeline", 2, 1), ("data", 2, 1)]  # (mode, ranks, threads per rank)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--widths", type=int, nargs="+", default=[784, 2048, 2048, 2048, 10])
+    ap.add_argument("--batch-size", type=int, nargs="+", default=[32, 256])
+    ap.add_argument("--batches", type=int, default=48, help="timed batches per run")
+    ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", help="also write the raw results here")
+    args = ap.parse_args()
+    load_before = os.getloadavg()[0]
+    raw = []
+    for bs in args.batch_size:
+        for rep in range(args.repeats):
+            for mode, ranks, threads in CONFIGS:
+                r = parallel.benchmark(mode, ranks, threads, args.widths, batch_size=bs, n_batches=args.batches,
+                                       warmup=args.warmup)
+                r["repeat"] = rep
+                raw.append(r)
+                print(f"# bs {bs} rep {rep}: {mode:8s} {ranks}x{threads}: {r['examples_per_s']:9.1f} ex/s", flush=True)
+    print(f"\nwidths {'-'.join(map(str, args.widths))}, rate mode, {args.batches} batches per run, "
+          f"median of {args.repeats} interleaved repeats; torch {torch.__version__}, {os.cpu_count()} CPUs, "
+          f"{platform.processor() or platform.machine()}, 1-min load average at start {load_before:.2f}, at end {os.getloadavg()[0]:.2f}\n")
+    print("| batch | configuration | examples/s (median) | min - max | vs 1x2 |")
+    print("|---|---|---|---|---|")
+    for bs in args.batch_size:
+        base = None
+        for mode, ranks, threads in CONFIGS:
+            v = [r["examples_per_s"] for r in raw if r["batch_size"] == bs and r["mode"] == mode]
+            med = statistics.median(v)
+            base = base or med
+            label = {"single": "1 rank x 2 threads", "pipeline": "pipeline, 2 ranks x 1 thread",
+                     "data": "data parallel, 2 ranks x 1 thread"}[mode]
+            print(f"| {bs} | {label} | {med:.0f} | {min(v):.0f} - {max(v):.0f} | {med / base:.2f}x |")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(raw, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
