@@ -60,6 +60,14 @@ def association_targets(assoc: torch.Tensor, y: torch.Tensor, a_hi: float, a_lo:
     return a_lo + (a_hi - a_lo) * assoc[:, y].T
 
 
+def fill_untaught(target: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
+    """Targets with NaN (a neuron not taught on this label) replaced by the neuron's own activity,
+    so its error d - a, and every update it drives, is exactly zero. Returns ``target`` itself
+    when nothing is NaN."""
+    nan = torch.isnan(target)
+    return torch.where(nan, post, target) if bool(nan.any()) else target
+
+
 def spike_mask(a: torch.Tensor, theta: float) -> torch.Tensor | None:
     """1 where a neuron spikes (activity >= theta), else 0; None when theta == 0 (all spike)."""
     if theta <= 0:

@@ -7,7 +7,7 @@ import torch
 
 from ..model import MLP
 from .association import make_associations
-from .functional import association_targets, local_update
+from .functional import association_targets, fill_untaught, local_update
 from .fused import apply_local_update_
 from .params import RuleParams
 
@@ -40,7 +40,7 @@ class LocalRule:
 
     def layer_update(self, l: int, pre: torch.Tensor, post: torch.Tensor, y: torch.Tensor, reduction: str = "mean"):
         """(dW, db) of layer ``l`` from its own pre/post activity and the broadcast label only."""
-        return local_update(pre, post, self.targets(l, y), self.params, reduction)
+        return local_update(pre, post, fill_untaught(self.targets(l, y), post), self.params, reduction)
 
     @torch.no_grad()
     def apply_layer(self, l: int, dW: torch.Tensor, db: torch.Tensor) -> None:
@@ -53,7 +53,8 @@ class LocalRule:
         """Layer ``l``'s update applied in place (no weight-sized dW: rules/fused.py). ``step`` runs
         exactly this per layer, so a pipeline stage calling it reproduces ``step`` bit for bit."""
         layer = self.model.layers[l]
-        apply_local_update_(layer.weight, layer.bias, pre, post, self.targets(l, y), self.params)
+        target = fill_untaught(self.targets(l, y), post)  # NaN: not taught on this label (pairs codes)
+        apply_local_update_(layer.weight, layer.bias, pre, post, target, self.params)
 
     @torch.no_grad()
     def updates(self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean"):

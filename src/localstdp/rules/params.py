@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from ..errors import ConfigError
 
 MODES = ("rate", "timing", "two-phase")
-ASSOCIATIONS = ("onehot", "random")
+ASSOCIATIONS = ("onehot", "random", "pairs")
 TIMING_BACKENDS = ("direct", "binned", "auto")
 
 
@@ -35,7 +35,10 @@ class RuleParams:
             pairing (its weights do not change; biases still do).
         beta: nudging strength of the two-phase variant, in (0, 1].
         association: "onehot" (balanced: neuron j of a layer is associated with class j mod K)
-            or "random" (each neuron gets an independent random binary code over the classes).
+            or "random" (each neuron gets an independent random binary code over the classes)
+            or "pairs" (first hidden layer: one-vs-one codes, neuron j taught a_hi on class a,
+            a_lo on class b of one pair and not taught on the other classes; deeper hidden
+            layers one-hot). See docs/ablation.md for what each measured on ten classes.
         association_density: fraction of classes a neuron is associated with under "random",
             in (0, 1).
         timing_backend: how timing mode is computed: "direct" (the batch x n_out x n_in form),

@@ -1,0 +1,71 @@
+"""Research harness for issue 7: ten-class variants of the local rule, side by side with backprop.
+
+Runs in-process on one data set, several seeds, prints one JSON line per run (to stdout: this is
+a script, not library code). Usage:
+
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/tenclass_research.py \
+        --config configs/mnist-10.toml --variant base --seeds 0 1 2 [--set rule.key=value ...]
+
+``--set section.key=value`` overrides any config key (value parsed as TOML); ``--method backprop``
+trains the baseline on the same architecture and epoch budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+import tomllib
+
+import torch
+
+from localstdp.config import config_from_dict, load_config
+from localstdp.data import load_dataset
+from localstdp.train import train
+
+
+def override(cfg, sets):
+    d = cfg.to_dict()
+    for s in sets:
+        key, _, val = s.partition("=")
+        sec, _, k = key.partition(".")
+        try:
+            value = tomllib.loads(f"v = {val}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = val  # a bare string
+        d.setdefault(sec, {})[k] = value
+    return config_from_dict(d)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--method", default="local")
+    ap.add_argument("--variant", default="")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--set", action="append", default=[])
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    cfg = override(load_config(args.config), args.set)
+    ds = load_dataset(cfg.data)
+    accs = []
+    for seed in args.seeds:
+        c = cfg.with_overrides(seed=seed)
+        t0 = time.perf_counter()
+        m = train(c, args.method, dataset=ds)
+        accs.append(m["test_accuracy"])
+        best = max(h["test_accuracy"] for h in m["history"])
+        print(json.dumps({"variant": args.variant, "method": args.method, "seed": seed, "sets": args.set,
+                          "test": round(m["test_accuracy"], 4), "train": round(m["train_accuracy"], 4),
+                          "best_epoch_test": round(best, 4), "s": round(time.perf_counter() - t0, 1)}), flush=True)
+    sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+    print(json.dumps({"variant": args.variant, "method": args.method, "sets": args.set, "n": len(accs),
+                      "mean": round(statistics.mean(accs), 4), "std": round(sd, 4)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

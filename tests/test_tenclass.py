@@ -1,0 +1,136 @@
+"""Ten-class tasks: pairwise association codes (checked against a per-synapse reference), the
+ten-class configs, and the full Fashion-MNIST files when Debian's dataset-fashion-mnist is there."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import localstdp
+from localstdp.config import load_config
+from localstdp.data import load_dataset
+from localstdp.errors import ConfigError
+from localstdp.model import build_model
+from localstdp.rules.association import make_associations, pairwise_codes
+from localstdp.rules.functional import fill_untaught, local_update_reference
+from localstdp.rules.local import LocalRule
+from localstdp.rules.params import RuleParams
+from localstdp.train import train
+
+CONFIGS = Path(localstdp.__file__).parent / "configs"
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def test_pairwise_codes_cover_every_pair_once_per_cycle():
+    A = pairwise_codes(50, 10)
+    assert A.shape == (50, 10)
+    taught = ~torch.isnan(A)
+    assert taught.sum(1).tolist() == [2] * 50  # every neuron is taught on exactly two classes
+    assert (A[taught] == 1).sum() == 50 and (A[taught] == 0).sum() == 50
+    pairs = [(int((A[j] == 1).nonzero()), int((A[j] == 0).nonzero())) for j in range(50)]
+    expected = [(a, b) for a in range(10) for b in range(a + 1, 10)]
+    assert pairs[:45] == expected and pairs[45:] == expected[:5]
+    with pytest.raises(ValueError):
+        pairwise_codes(3, 1)
+
+
+def test_pairs_association_layers():
+    maps = make_associations([20, 6, 3], 3, "pairs", 0.5, torch.Generator().manual_seed(0))
+    assert torch.isnan(maps[0]).any()  # first hidden layer: one-vs-one
+    assert torch.equal(maps[1], torch.eye(3)[torch.arange(6) % 3])  # deeper: balanced one-hot
+    assert torch.equal(maps[2], torch.eye(3))
+    assert RuleParams(association="pairs").association == "pairs"
+    with pytest.raises(ConfigError):
+        RuleParams(association="pair")
+
+
+def test_fill_untaught():
+    t = torch.tensor([[0.9, float("nan")], [float("nan"), 0.1]])
+    a = torch.tensor([[0.3, 0.4], [0.5, 0.6]])
+    assert torch.equal(fill_untaught(t, a), torch.tensor([[0.9, 0.4], [0.5, 0.1]]))
+    full = torch.tensor([[0.9, 0.1]])
+    assert fill_untaught(full, a[:1]) is full
+
+
+@pytest.mark.parametrize("mode", ["rate", "timing"])
+def test_pairs_step_matches_per_synapse_reference(mode):
+    """One LocalRule step with pairwise codes equals the loop reference with hand-made targets:
+    a_hi on the pair's first class, a_lo on its second, the neuron's own activity elsewhere."""
+    torch.manual_seed(0)
+    p = RuleParams(eta=0.3, association="pairs", mode=mode, a_hi=0.95, a_lo=0.05, timing_backend="direct")
+    model = build_model(5, [7], 4, "sigmoid", seed=3).double()
+    rule = LocalRule(model, p, n_classes=4, seed=0)
+    rule.associations = [A.double() for A in rule.associations]
+    x = torch.rand(6, 5, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 1, 2])
+    acts = [a.clone() for a in model.activities(x)]
+    before = [(l.weight.clone(), l.bias.clone()) for l in model.layers]
+    rule.step(x, y)
+    pairs = [(a, b) for a in range(4) for b in range(a + 1, 4)]
+    h = acts[1]
+    target_h = h.clone()
+    for bi in range(6):
+        for j in range(7):
+            a, b = pairs[j % 6]
+            if int(y[bi]) == a:
+                target_h[bi, j] = 0.95
+            elif int(y[bi]) == b:
+                target_h[bi, j] = 0.05
+    target_o = torch.full((6, 4), 0.05, dtype=torch.float64)
+    target_o[torch.arange(6), y] = 0.95
+    for l, (pre, post, tgt) in enumerate([(acts[0], h, target_h), (h, acts[2], target_o)]):
+        dW, db = local_update_reference(pre, post, tgt, p)
+        W0, b0 = before[l]
+        assert torch.allclose(model.layers[l].weight - W0, torch.tensor(dW, dtype=torch.float64), atol=1e-12)
+        assert torch.allclose(model.layers[l].bias - b0, torch.tensor(db, dtype=torch.float64), atol=1e-12)
+    # a neuron whose pair does not contain the label of any example is left exactly unchanged
+    y2 = torch.zeros(6, dtype=torch.long)  # only class 0: neurons of pairs (1,2), (1,3), (2,3) untaught
+    W0 = model.layers[0].weight.clone()
+    rule.step(x, y2)
+    assert torch.equal(model.layers[0].weight[3:6], W0[3:6])
+    assert not torch.equal(model.layers[0].weight[0:3], W0[0:3])
+
+
+@pytest.mark.parametrize("name", ["mnist-10", "digits", "fashion-mnist"])
+def test_tenclass_configs_load(name):
+    cfg = load_config(CONFIGS / f"{name}.toml")
+    assert cfg.rule.association == "pairs" and cfg.rule.eta == cfg.train.lr == 0.1
+    assert cfg.data.classes is None  # all ten classes
+    assert cfg.model.hidden == [128, 64]
+
+
+def test_digits_ten_classes_local_rule_learns():
+    """A short, seeded run of the shipped digits config: far above chance (0.1) for both methods.
+    (The ablation numbers in docs/ablation.md come from the full epoch budget.)"""
+    cfg = load_config(CONFIGS / "digits.toml").with_overrides(epochs=10)
+    ds = load_dataset(cfg.data)
+    assert ds.n_classes == 10 and ds.x_train.shape == (1257, 64)
+    torch.manual_seed(0)
+    local = train(cfg, "local", dataset=ds)
+    bp = train(cfg, "backprop", dataset=ds)
+    assert local["test_accuracy"] > 0.8, local["test_accuracy"]
+    assert bp["test_accuracy"] > 0.5, bp["test_accuracy"]
+    again = train(cfg, "local", dataset=ds)
+    assert again["test_accuracy"] == local["test_accuracy"]  # deterministic
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="Debian package dataset-fashion-mnist is not installed "
+                                                 "(apt-get install dataset-fashion-mnist)")
+def test_full_fashion_mnist_loads():
+    cfg = load_config(CONFIGS / "fashion-mnist.toml")
+    ds = load_dataset(cfg.data)
+    assert ds.x_train.shape == (60000, 784) and ds.x_test.shape == (10000, 784)
+    assert ds.n_classes == 10 and ds.input_shape == (1, 28, 28)
+    assert torch.bincount(ds.y_train).tolist() == [6000] * 10
+    assert torch.bincount(ds.y_test).tolist() == [1000] * 10
+    assert 0.0 <= float(ds.x_train.min()) and float(ds.x_train.max()) == 1.0
+    assert math.isclose(float(ds.x_train.mean()), 0.2860, abs_tol=5e-4)  # the published pixel mean
+    small = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=4))
+    sub = dataclasses.replace(ds, x_train=ds.x_train[:2000], y_train=ds.y_train[:2000],
+                              x_test=ds.x_test[:1000], y_test=ds.y_test[:1000])
+    m = train(small, "local", dataset=sub)
+    assert m["test_accuracy"] > 0.6, m["test_accuracy"]
