@@ -238,6 +238,12 @@ def _missing_model(tmp, monkeypatch):
     (finished_run(tmp) / "model.safetensors").unlink()
 
 
+def _missing_model_and_checkpoint(tmp, monkeypatch):
+    run = finished_run(tmp)
+    (run / "model.safetensors").unlink()
+    (run / "checkpoint.safetensors").unlink()
+
+
 def _finished_backprop(tmp, monkeypatch):
     finished_run(tmp, rule="backprop")
 
@@ -353,6 +359,9 @@ ROWS = [
     # ---- checkpoints ------------------------------------------------------------------------
     Row("ckpt-run-dir-missing", ["evaluate", "--run", "{tmp}/nothing"], 1, "run directory not found: {tmp}/nothing"),
     Row("ckpt-missing-file", ["evaluate", "--run", "{tmp}/run"], 1, "checkpoint not found: {tmp}/run/model.safetensors",
+        prepare=_missing_model_and_checkpoint),
+    Row("ckpt-unfinished-run", ["evaluate", "--run", "{tmp}/run"], 1,
+        "{tmp}/run has no model.safetensors: the run has not finished (continue it with train --resume)",
         prepare=_missing_model),
     Row("ckpt-torch-save-pickle", ["evaluate", "--run", "{tmp}/run"], 1,
         "{tmp}/run/model.safetensors: looks like a pickle / torch.save file", prepare=_pickled_model),
@@ -450,6 +459,27 @@ def test_every_category_of_the_issue_has_rows():
 def test_debug_shows_the_traceback(tmp_path, restore_signals):
     with pytest.raises(ConfigError, match="config file not found"):
         main(["--debug", "train", "--config", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "run")])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_stops_at_once_with_128_plus_signal(sig, tmp_path, capsys, monkeypatch, restore_signals):
+    """The first signal asks for a checkpoint after the batch; a second one stops at once."""
+    import localstdp.train
+
+    def train(*args, should_stop, **kw):
+        os.kill(os.getpid(), sig)
+        assert should_stop() == sig  # the first signal is only recorded
+        os.kill(os.getpid(), sig)  # the second raises inside the handler
+        raise AssertionError("not reached")
+
+    monkeypatch.setattr(localstdp.train, "train", train)
+    (tmp_path / "c.toml").write_text(BASE)
+    code, _, err = run_cli(["train", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r")], capsys)
+    assert code == 128 + sig
+    first, second = err.splitlines()
+    assert first == f"localstdp: signal {int(sig)} received; finishing the batch and writing a checkpoint"
+    assert second.startswith(f"localstdp: interrupted by signal {int(sig)} before a checkpoint could be written")
+    assert "Traceback" not in err
 
 
 def test_a_fresh_run_replaces_the_results_of_an_earlier_one(tmp_path, capsys, restore_signals):

@@ -29,8 +29,10 @@ class _StopFlag:
 
     def install(self) -> None:
         def handler(signum, frame):
-            if self.signum:  # a second signal: stop now
-                raise KeyboardInterrupt
+            if self.signum:  # a second signal: stop now, without a new checkpoint
+                stop = KeyboardInterrupt()
+                stop.signum = signum
+                raise stop
             self.signum = signum
             print(f"localstdp: signal {signum} received; finishing the batch and writing a checkpoint",
                   file=sys.stderr)
@@ -140,11 +142,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"localstdp: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if args.debug:
             raise
-        print("localstdp: interrupted", file=sys.stderr)
-        return 130
+        signum = int(getattr(exc, "signum", signal.SIGINT))
+        print(f"localstdp: interrupted by signal {signum} before a checkpoint could be written; "
+              "--resume continues from the last one", file=sys.stderr)
+        return 128 + signum
     except OSError as exc:
         if args.debug:
             raise

@@ -336,6 +336,8 @@ def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, MLP, str]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory not found: {run_dir}")
+    if not (run_dir / MODEL).exists() and (run_dir / CHECKPOINT).exists():
+        raise CheckpointError(f"{run_dir} has no {MODEL}: the run has not finished (continue it with train --resume)")
     tensors, meta = load_checkpoint(run_dir / MODEL)
     try:
         cfg = config_from_dict(meta["config"])
