@@ -46,7 +46,7 @@ def test_registry_and_attack_subset():
     assert set(E.SUITES["paper"]) <= set(E.TASKS)
     for task in E.TASKS:
         cfg = E.task_config(task)
-        assert cfg.data.name in ("iris", "mnist")
+        assert cfg.data.name in ("iris", "mnist", "digits", "idx")
     with pytest.raises(ConfigError, match="unknown task"):
         E.resolve_tasks(["mnist-7v8"])
     with pytest.raises(ConfigError, match="unknown suite"):

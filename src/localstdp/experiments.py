@@ -38,10 +38,14 @@ TASKS: dict[str, str] = {
     "mnist-0v1": "mnist-0v1.toml",
     "mnist-3v5": "mnist-3v5.toml",
     "mnist-4v9": "mnist-4v9.toml",
+    "mnist-10": "mnist-10.toml",  # ten classes (issue 7): the 5000-image subset
+    "digits-10": "digits.toml",
+    "fashion-mnist": "fashion-mnist.toml",  # the full 70000 images: needs dataset-fashion-mnist (or data.url)
 }
 # Named groups of tasks for ``localstdp reproduce --suite``.
 SUITES: dict[str, tuple[str, ...]] = {
     "paper": ("iris-1v2", "mnist-0v1", "mnist-3v5", "mnist-4v9"),
+    "extended": ("iris-1v2", "mnist-0v1", "mnist-3v5", "mnist-4v9", "mnist-10", "digits-10", "fashion-mnist"),
 }
 METHODS = ("local", "backprop")
 HEADLINE_EPS = 0.1  # the eps of the paired tests and of the verdicts
