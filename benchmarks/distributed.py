@@ -22,7 +22,8 @@ import torch
 
 from localstdp import parallel
 
-CONFIGS = [("single", 1, 2), ("pipeline", 2, 1), ("data", 2, 1)]  # (mode, ranks, threads per rank)
+# (mode, ranks, threads per rank); 1 x 1 is the reference for what one core does alone
+CONFIGS = [("single", 1, 2), ("pipeline", 2, 1), ("data", 2, 1), ("single", 1, 1)]
 
 
 def main() -> None:
@@ -32,6 +33,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=48, help="timed batches per run")
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--one-thread", action="store_true", help="also time 1 rank x 1 thread")
     ap.add_argument("--json", help="also write the raw results here")
     args = ap.parse_args()
     load_before = os.getloadavg()[0]
@@ -39,6 +41,8 @@ def main() -> None:
     for bs in args.batch_size:
         for rep in range(args.repeats):
             for mode, ranks, threads in CONFIGS:
+                if (mode, threads) == ("single", 1) and not args.one_thread:
+                    continue
                 r = parallel.benchmark(mode, ranks, threads, args.widths, batch_size=bs, n_batches=args.batches,
                                        warmup=args.warmup)
                 r["repeat"] = rep
@@ -52,11 +56,14 @@ def main() -> None:
     for bs in args.batch_size:
         base = None
         for mode, ranks, threads in CONFIGS:
-            v = [r["examples_per_s"] for r in raw if r["batch_size"] == bs and r["mode"] == mode]
+            v = [r["examples_per_s"] for r in raw
+                 if r["batch_size"] == bs and r["mode"] == mode and r["threads_per_rank"] == threads]
+            if not v:
+                continue
             med = statistics.median(v)
             base = base or med
-            label = {"single": "1 rank x 2 threads", "pipeline": "pipeline, 2 ranks x 1 thread",
-                     "data": "data parallel, 2 ranks x 1 thread"}[mode]
+            label = {"single": f"1 rank x {threads} thread{'s' * (threads > 1)}",
+                     "pipeline": "pipeline, 2 ranks x 1 thread", "data": "data parallel, 2 ranks x 1 thread"}[mode]
             print(f"| {bs} | {label} | {med:.0f} | {min(v):.0f} - {max(v):.0f} | {med / base:.2f}x |")
     if args.json:
         with open(args.json, "w") as fh:
