@@ -5,7 +5,7 @@ One chain of five processes (each start costs seconds, so they are few) covers a
 Real ``python -m localstdp train`` processes are killed: with SIGKILL by this test at a moment
 taken from the run's own progress, and at the two worst moments of a checkpoint write (half the
 bytes written; everything written and fsync'ed but not yet renamed), which a small wrapper forces by
-calling ``os._exit`` inside the library's own atomic writer. Each process has one thread
+sending itself SIGKILL from inside the library's own atomic writer. Each process has one thread
 (OMP_NUM_THREADS=1), as does the in-process reference run, so the comparison can be exact.
 """
 
@@ -43,11 +43,11 @@ lr = 0.5
 seed = 3
 """
 
-# Runs the CLI, but dies (os._exit, no clean-up, like SIGKILL) at the DIE_AT-th replace of
+# Runs the CLI, but SIGKILLs itself (no clean-up of any kind) at the DIE_AT-th replace of
 # checkpoint.safetensors in this process: with DIE_HALF=1 after cutting the temporary file to half
 # its bytes (killed mid-write), else with the complete, fsync'ed temporary file not yet renamed.
 DIE_IN_WRITER = """
-import os, sys
+import os, signal, sys
 at, half, count = int(os.environ["DIE_AT"]), os.environ.get("DIE_HALF") == "1", [0]
 real_replace = os.replace
 def replace(src, dst, *a, **kw):
@@ -56,7 +56,7 @@ def replace(src, dst, *a, **kw):
         if count[0] == at:
             if half:
                 os.truncate(src, os.path.getsize(src) // 2)
-            os._exit(137)
+            os.kill(os.getpid(), signal.SIGKILL)
     return real_replace(src, dst, *a, **kw)
 os.replace = replace
 from localstdp.cli import main
@@ -143,7 +143,7 @@ def test_killed_several_times_then_resumed_equals_uninterrupted(setup, tmp_path)
 
     # 1. killed while writing its 2nd checkpoint: a half-written temporary file is left behind
     r = die_in_writer(config, out, at=2, half=True)
-    assert r.returncode == 137, r.stderr
+    assert r.returncode == -signal.SIGKILL, r.stderr
     assert epoch_step(out) == (1, 0)  # the 1st checkpoint is intact and readable
     (half,) = temp_files(out)
     with pytest.raises(CheckpointError):  # the half-written file is garbage ...
@@ -152,7 +152,7 @@ def test_killed_several_times_then_resumed_equals_uninterrupted(setup, tmp_path)
 
     # 2. resumed, then killed after fsync but before the rename of its 2nd checkpoint (epoch 3)
     r = die_in_writer(config, out, 2, False, "--resume")
-    assert r.returncode == 137, r.stderr
+    assert r.returncode == -signal.SIGKILL, r.stderr
     assert epoch_step(out) == (2, 0)
     (complete,) = temp_files(out)  # ... and the resume removed it; a new, complete one is left
     assert complete != half and load_checkpoint(complete)[1]["epoch"] == 3
