@@ -27,7 +27,9 @@ def cmd_bench(args) -> int:
     from .bench import TARGETS, run_bench, write_json, write_report
 
     if args.report:
-        md, png = write_report(args.report, args.md, args.plot, args.notes)
+        words = ["localstdp", "bench", "--report", args.report, "--md", args.md]
+        words += (["--plot", args.plot] if args.plot else []) + (["--notes", args.notes] if args.notes else [])
+        md, png = write_report(args.report, args.md, args.plot, args.notes, " ".join(shlex.quote(w) for w in words))
         print(f"wrote {md} and {png}")
         return 0
     if not args.out:
