@@ -615,9 +615,10 @@ def launch(
         max_restarts=0, monitor_interval=0.1, start_method="forkserver", local_addr="127.0.0.1",
         shutdown_timeout=5,
     )
-    quiet = logging.getLogger("torch.distributed.elastic")
-    old_level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # the agent's own chatter; failures are reported below
+    quiet = [logging.getLogger(name) for name in ("torch.distributed.elastic", "torch.multiprocessing")]
+    old_levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.CRITICAL)  # the launcher's own chatter; failures are reported below
     try:
         results = elastic_launch(lc, _worker)(cfg, method, None if out is None else str(out), mode, dataset, resume,
                                               progress, timeout, threads, logging.getLogger().getEffectiveLevel(),
@@ -632,7 +633,8 @@ def launch(
         how = f"was killed by {failure.signal_name()}" if code < 0 else f"exited with status {code}"
         raise DistributedError(f"worker rank {rank} of {nproc} {how}; the other workers were stopped") from None
     finally:
-        quiet.setLevel(old_level)
+        for q, level in zip(quiet, old_levels):
+            q.setLevel(level)
     return results[0]
 
 
