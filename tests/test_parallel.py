@@ -166,6 +166,20 @@ def test_cli_usage_errors(tmp_path, capsys):
     assert main(base + ["--parallel", "pipeline", "--nproc", "9"]) == 2
     err = capsys.readouterr().err
     assert "needs at least 9 layers" in err and len(err.strip().splitlines()) == 1
+    env = {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:  # torchrun started 2 copies without --parallel: refuse before touching the network
+        assert main(base) == 2
+        assert "pass --parallel pipeline or --parallel data" in capsys.readouterr().err
+        assert main(base + ["--parallel", "data", "--nproc", "2"]) == 2
+        assert "under torchrun set --nproc_per_node" in capsys.readouterr().err
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 # ---------------------------------------------------------------------------------------------

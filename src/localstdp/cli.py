@@ -66,7 +66,8 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config).with_overrides(seed=args.seed, epochs=args.epochs)
     stop = _StopFlag()
     stop.install()
-    if args.parallel != "none" or args.nproc is not None:
+    several = os.environ.get("WORLD_SIZE", "1") != "1"  # torchrun started several copies of this command
+    if args.parallel != "none" or args.nproc is not None or several:
         from .parallel import train_from_cli, under_torchrun
 
         if under_torchrun() and os.environ.get("RANK") != "0":

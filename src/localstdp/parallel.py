@@ -656,7 +656,8 @@ def train_from_cli(
     if mode == "none":
         if nproc:
             raise ConfigError("--nproc needs --parallel pipeline or --parallel data")
-        raise ConfigError("train_from_cli needs a parallel mode")
+        raise ConfigError(f"this is one of {os.environ.get('WORLD_SIZE', 'several')} processes started by torchrun: "
+                          "pass --parallel pipeline or --parallel data (else each would train its own copy into --out)")
     check_mode(mode, method)
     if not (math.isfinite(timeout) and timeout > 0):
         raise ConfigError(f"--dist-timeout {timeout!r}: expected a number of seconds > 0")
