@@ -47,10 +47,13 @@ def main(argv=None) -> int:
     ap.add_argument("--variant", default="")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--subset", type=int, default=0, help="keep the first N training examples (quick screening)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     cfg = override(load_config(args.config), args.set)
     ds = load_dataset(cfg.data)
+    if args.subset:
+        ds = dataclasses.replace(ds, x_train=ds.x_train[: args.subset], y_train=ds.y_train[: args.subset])
     accs = []
     for seed in args.seeds:
         c = cfg.with_overrides(seed=seed)

@@ -1,0 +1,113 @@
+"""Prototypes of ten-class ideas for the local rule that were TRIED and NOT kept in the library
+(issue 7; results in docs/ablation.md). Each stays local: a layer's targets use only its own
+activity, its own state and the broadcast label.
+
+  --opt k=N          k-winners-take-all by spike order: among the neurons associated with the label,
+                     only the N earliest-firing (most active) are taught a_hi; the other associated
+                     neurons are not taught (loser=hold) or taught a_lo (loser=low). 0 = off.
+  --opt homeo=G      homeostatic threshold for the WTA choice: score = a - G * (running win rate).
+  --opt wnorm=R      weight normalisation: after each step every hidden neuron's incoming weight
+                     vector is rescaled to norm R (its own synapses only). 0 = off.
+  --opt lrdecay=S    learning-rate schedule eta_t = eta / (1 + t / S), t = steps taken. 0 = off.
+  --opt pairs=0      one-vs-one codes in hidden layer 0 (the same rule as the library's
+                     rule.association = "pairs", kept here to combine with the options above).
+
+Usage (prints one JSON line; train with --set as in tenclass_research.py):
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/tenclass_prototypes.py \
+        --config configs/mnist-10.toml --seeds 0 1 2 --opt k=1 --set train.lr=0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tenclass_research import override  # noqa: E402
+
+from localstdp.config import load_config  # noqa: E402
+from localstdp.data import load_dataset  # noqa: E402
+from localstdp.rules import LEARNERS  # noqa: E402
+from localstdp.rules.fused import apply_local_update_  # noqa: E402
+from localstdp.rules.local import LocalRule  # noqa: E402
+from localstdp.train import train  # noqa: E402
+
+OPT = dict(pairs="", k=0, loser="hold", homeo=0.0, wnorm=0.0, lrdecay=0.0)
+
+
+class Prototype(LocalRule):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.win_rates = [torch.zeros(w) for w in self.model.widths[1:]]
+        self.t, self.eta0 = 0, self.params.eta
+
+    def layer_targets(self, l, post, y):
+        d = self.targets(l, y)
+        if str(l) in OPT["pairs"].split(","):
+            K = self.n_classes
+            pairs = [(a, b) for a in range(K) for b in range(a + 1, K)]
+            pa = torch.tensor([pairs[j % len(pairs)][0] for j in range(post.shape[1])])
+            pb = torch.tensor([pairs[j % len(pairs)][1] for j in range(post.shape[1])])
+            hi, lo = y[:, None] == pa[None], y[:, None] == pb[None]
+            full = torch.full_like
+            return torch.where(hi, full(post, self.params.a_hi), torch.where(lo, full(post, self.params.a_lo), post))
+        if l < len(self.associations) - 1 and OPT["k"] > 0:
+            A = self.associations[l][:, y].T > 0  # (batch, n): neurons associated with the label
+            score = (post - OPT["homeo"] * self.win_rates[l]).masked_fill(~A, -float("inf"))
+            k = min(OPT["k"], int(A.sum(1).min()))
+            win = torch.zeros_like(post, dtype=torch.bool).scatter_(1, score.topk(k, dim=1).indices, True)
+            lose = A & ~win
+            if OPT["loser"] == "hold":
+                d = torch.where(lose, post, d)
+            elif OPT["loser"] == "low":
+                d = torch.where(lose, torch.full_like(d, self.params.a_lo), d)
+            self.win_rates[l] = 0.99 * self.win_rates[l] + 0.01 * win.float().mean(0) * self.n_classes
+        return d
+
+    @torch.no_grad()
+    def step(self, x, y):
+        if OPT["lrdecay"] > 0:
+            self.t += 1
+            self.params = dataclasses.replace(self.params, eta=self.eta0 / (1 + self.t / OPT["lrdecay"]))
+        acts = self.model.activities(x)
+        for l, layer in enumerate(self.model.layers):
+            apply_local_update_(layer.weight, layer.bias, acts[l], acts[l + 1], self.layer_targets(l, acts[l + 1], y),
+                                self.params)
+        if OPT["wnorm"] > 0:
+            for layer in self.model.layers[:-1]:
+                layer.weight.mul_(OPT["wnorm"] / layer.weight.norm(dim=1, keepdim=True).clamp_min(1e-8))
+        return float(((self.targets(len(acts) - 2, y) - acts[-1]) ** 2).mean())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="configs/mnist-10.toml")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--opt", action="append", default=[])
+    ap.add_argument("--subset", type=int, default=0)
+    a = ap.parse_args(argv)
+    for o in a.opt:
+        k, v = o.split("=")
+        OPT[k] = v if isinstance(OPT[k], str) else type(OPT[k])(v)
+    torch.set_num_threads(1)
+    LEARNERS["local"] = Prototype  # this process only
+    cfg = override(load_config(a.config), a.set)
+    ds = load_dataset(cfg.data)
+    if a.subset:
+        ds = dataclasses.replace(ds, x_train=ds.x_train[: a.subset], y_train=ds.y_train[: a.subset])
+    accs = [train(cfg.with_overrides(seed=s), "local", dataset=ds)["test_accuracy"] for s in a.seeds]
+    sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+    print(json.dumps({"opt": OPT, "sets": a.set, "accs": [round(x, 4) for x in accs],
+                      "mean": round(statistics.mean(accs), 4), "std": round(sd, 4)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
