@@ -100,7 +100,7 @@ def disk_full(monkeypatch, only: str = "") -> None:
 
     def fdopen(fd, mode):
         fh = real_fdopen(fd, mode)
-        return Full(fh) if only in Path(names.get(fd, "")).name else fh
+        return Full(fh) if fd in names and only in Path(names.pop(fd)).name else fh
 
     class Full:
         def __init__(self, fh):
