@@ -364,7 +364,7 @@ def _setup(cfg: ExperimentConfig, method: str, mode: str, ds: Dataset, timeout: 
     if method == "backprop" and mode == "data":
         from torch.nn.parallel import DistributedDataParallel
 
-        run.ddp = DistributedDataParallel(model, broadcast_buffers=False)
+        run.ddp = DistributedDataParallel(model)  # the MLP has no buffers to synchronise
     return run
 
 
@@ -607,8 +607,9 @@ def launch(
     if threads is None:
         threads = int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
     # forkserver: one process imports torch and this package once, then forks every worker
-    # (spawn would import them in each worker; fork would copy the caller's threads)
-    multiprocessing.set_forkserver_preload(["localstdp.parallel"])
+    # (spawn would import them in each worker; fork would copy the caller's threads). DDP's
+    # first construction imports torch._dynamo (seconds): preload it for backprop runs.
+    multiprocessing.set_forkserver_preload(["localstdp.parallel"] + (["torch._dynamo"] if method == "backprop" else []))
     lc = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"localstdp-{uuid.uuid4().hex[:12]}",
         rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", rdzv_configs={"timeout": max(60, int(timeout))},
