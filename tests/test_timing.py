@@ -139,3 +139,15 @@ def test_cached_targets_equal_association_targets_and_follow_a_new_map():
         assert torch.equal(rule.targets(l, y), association_targets(rule.associations[l], y, 0.9, 0.1))
     rule.associations[0] = 1 - rule.associations[0]  # a replaced map must not be served from the cache
     assert torch.equal(rule.targets(0, y), association_targets(rule.associations[0], y, 0.9, 0.1))
+
+
+@pytest.mark.parametrize("mode", ["rate", "timing"])
+def test_step_allocates_nothing_weight_sized(mode):
+    from localstdp.bench import peak_step_memory
+
+    model = build_model(512, [512], 10, "sigmoid", seed=0)  # one 512 x 512 weight = 1 MiB
+    rule = LocalRule(model, RuleParams(mode=mode, timing_backend="binned", time_bins=4), n_classes=10, seed=0)
+    x, y = torch.rand(4, 512), torch.arange(4)
+    rule.step(x, y)
+    peak = peak_step_memory(lambda: rule.step(x, y), torch.device("cpu"))
+    assert 0 < peak < 512 * 512 * 4 // 4  # activations and factors only: far below one weight
