@@ -306,6 +306,8 @@ def _verdicts(task: str, comparisons: list[dict], matched_cmp: list[dict], check
                 ", ".join(failed) + ")"
         elif _significant(r) and r["diff_mean"] < 0:
             v = "local less robust"
+        elif r["p_value"] is None:
+            v = f"undetermined (no p-value: {r['n']} seed(s) or identical differences)"
         else:
             v = "no significant difference"
         rob[attack] = v
@@ -316,6 +318,9 @@ def _verdicts(task: str, comparisons: list[dict], matched_cmp: list[dict], check
         rob_m = "local more robust" if not failed else "not established (masking check failed)"
     elif _significant(m) and m["diff_mean"] < 0:
         rob_m = "local less robust"
+    elif m["p_value"] is None:
+        rob_m = (f"undetermined ({m['n']} matched seed(s), difference {m['diff_mean']:+.3f}; "
+                 "a paired test needs >= 2 seeds with varying differences)")
     else:
         rob_m = "no significant difference"
     return {"accuracy": acc, "robustness_fgsm": rob["fgsm"], "robustness_worst": rob["worst"],
