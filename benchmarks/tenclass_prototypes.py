@@ -9,6 +9,11 @@ activity, its own state and the broadcast label.
   --opt wnorm=R      weight normalisation: after each step every hidden neuron's incoming weight
                      vector is rescaled to norm R (its own synapses only). 0 = off.
   --opt lrdecay=S    learning-rate schedule eta_t = eta / (1 + t / S), t = steps taken. 0 = off.
+  --opt center=M     covariance rule: the presynaptic factor is a_pre minus its own running mean
+                     (momentum M), and the bias absorbs -dW m (rate mode). 0 = off.
+  --opt momentum=MU  a per-synapse momentum trace of the update (rate mode). 0 = off.
+  --opt pwta=N       with pairs: among the copies of one pair, only the N earliest-firing learn the
+                     pair's first class on an example (the others are not taught on it). 0 = off.
   --opt pairs=0      one-vs-one codes in hidden layer 0 (the same rule as the library's
                      rule.association = "pairs", kept here to combine with the options above).
 
@@ -38,7 +43,7 @@ from localstdp.rules.fused import apply_local_update_  # noqa: E402
 from localstdp.rules.local import LocalRule  # noqa: E402
 from localstdp.train import train  # noqa: E402
 
-OPT = dict(pairs="", k=0, loser="hold", homeo=0.0, wnorm=0.0, lrdecay=0.0)
+OPT = dict(center=0.0, momentum=0.0, pairs="", pwta=0, k=0, loser="hold", homeo=0.0, wnorm=0.0, lrdecay=0.0)
 
 
 class Prototype(LocalRule):
@@ -56,6 +61,14 @@ class Prototype(LocalRule):
             pb = torch.tensor([pairs[j % len(pairs)][1] for j in range(post.shape[1])])
             hi, lo = y[:, None] == pa[None], y[:, None] == pb[None]
             full = torch.full_like
+            if OPT["pwta"] > 0:  # among a pair's copies, only the k earliest-firing learn the pair's first class
+                for pid in range(len(pairs)):
+                    cols = torch.arange(pid, post.shape[1], len(pairs))
+                    if len(cols) <= OPT["pwta"]:
+                        continue
+                    sub = post[:, cols]
+                    win = torch.zeros_like(sub, dtype=torch.bool).scatter_(1, sub.topk(OPT["pwta"], dim=1).indices, True)
+                    hi[:, cols] &= win  # the losers are not taught on this example
             return torch.where(hi, full(post, self.params.a_hi), torch.where(lo, full(post, self.params.a_lo), post))
         if l < len(self.associations) - 1 and OPT["k"] > 0:
             A = self.associations[l][:, y].T > 0  # (batch, n): neurons associated with the label
@@ -71,14 +84,47 @@ class Prototype(LocalRule):
         return d
 
     @torch.no_grad()
+    def _rich_step(self, acts, y):
+        """Rate mode with a centred presynaptic term (covariance rule: each pre neuron's own running
+        mean m is subtracted, and the bias absorbs -dW m, i.e. SGD in the centred parametrisation)
+        and/or a per-synapse momentum trace."""
+        if not hasattr(self, "means"):
+            self.means = [a.mean(0) for a in acts[:-1]]
+            self.vel = [None] * len(self.model.layers)
+        for l, layer in enumerate(self.model.layers):
+            pre, post = acts[l], acts[l + 1]
+            e = self.layer_targets(l, post, y) - post
+            if OPT["center"] > 0:
+                self.means[l] = OPT["center"] * self.means[l] + (1 - OPT["center"]) * pre.mean(0)
+                xc = pre - self.means[l]
+            else:
+                xc = pre
+            dW = self.params.eta / len(pre) * e.T @ xc
+            db = self.params.eta / len(pre) * e.sum(0)
+            if OPT["center"] > 0:
+                db = db - dW @ self.means[l]
+            if OPT["momentum"] > 0:
+                if self.vel[l] is None:
+                    self.vel[l] = (torch.zeros_like(dW), torch.zeros_like(db))
+                vW, vb = self.vel[l]
+                vW.mul_(OPT["momentum"]).add_(dW)
+                vb.mul_(OPT["momentum"]).add_(db)
+                dW, db = vW, vb
+            layer.weight.add_(dW)
+            layer.bias.add_(db)
+
+    @torch.no_grad()
     def step(self, x, y):
         if OPT["lrdecay"] > 0:
             self.t += 1
             self.params = dataclasses.replace(self.params, eta=self.eta0 / (1 + self.t / OPT["lrdecay"]))
         acts = self.model.activities(x)
-        for l, layer in enumerate(self.model.layers):
-            apply_local_update_(layer.weight, layer.bias, acts[l], acts[l + 1], self.layer_targets(l, acts[l + 1], y),
-                                self.params)
+        if OPT["center"] > 0 or OPT["momentum"] > 0:
+            self._rich_step(acts, y)
+        else:
+            for l, layer in enumerate(self.model.layers):
+                apply_local_update_(layer.weight, layer.bias, acts[l], acts[l + 1],
+                                    self.layer_targets(l, acts[l + 1], y), self.params)
         if OPT["wnorm"] > 0:
             for layer in self.model.layers[:-1]:
                 layer.weight.mul_(OPT["wnorm"] / layer.weight.norm(dim=1, keepdim=True).clamp_min(1e-8))

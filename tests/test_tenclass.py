@@ -134,3 +134,69 @@ def test_full_fashion_mnist_loads():
                               x_test=ds.x_test[:1000], y_test=ds.y_test[:1000])
     m = train(small, "local", dataset=sub)
     assert m["test_accuracy"] > 0.6, m["test_accuracy"]
+
+
+@pytest.mark.parametrize("mode,theta", [("rate", 0.0), ("rate", 0.3), ("timing", 0.0), ("timing", 0.3), ("two-phase", 0.2)])
+def test_centred_update_matches_reference(mode, theta):
+    """The covariance rule (presynaptic factor a - m, bias absorbing -dW m) against the loop reference."""
+    from localstdp.rules.functional import local_update
+
+    g = torch.Generator().manual_seed(1)
+    pre, post = torch.rand(5, 4, generator=g, dtype=torch.float64), torch.rand(5, 3, generator=g, dtype=torch.float64)
+    target = torch.rand(5, 3, generator=g, dtype=torch.float64)
+    m = torch.rand(4, generator=g, dtype=torch.float64)
+    p = RuleParams(eta=0.7, mode=mode, theta=theta, timing_backend="direct", tau_plus=0.4, tau_minus=0.6, beta=0.05)
+    dW, db = local_update(pre, post, target, p, pre_mean=m)
+    rW, rb = local_update_reference(pre, post, target, p, pre_mean=m)
+    assert torch.allclose(dW, torch.tensor(rW, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(db, torch.tensor(rb, dtype=torch.float64), atol=1e-12)
+    # the same step in the centred parametrisation z = W (a - m) + b': W (a - m) + b' is unchanged
+    # by the bias correction, i.e. db = db_plain - dW m
+    _, db_plain = local_update(pre, post, target, p)
+    assert torch.allclose(db, db_plain - dW @ m, atol=1e-12)
+
+
+def test_rule_center_running_mean_step_and_state():
+    cfg_p = RuleParams(eta=0.2, center=0.9)
+    model = build_model(6, [5], 3, "sigmoid", seed=0).double()
+    rule = LocalRule(model, cfg_p, n_classes=3, seed=0)
+    g = torch.Generator().manual_seed(2)
+    x1, x2 = torch.rand(4, 6, generator=g, dtype=torch.float64), torch.rand(4, 6, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 1])
+    rule.step(x1, y)
+    assert torch.allclose(rule.pre_means[0], x1.mean(0))  # the first batch starts the mean
+    W0, b0 = model.layers[0].weight.clone(), model.layers[0].bias.clone()
+    acts = model.activities(x2)
+    rule.step(x2, y)
+    m = 0.9 * x1.mean(0) + 0.1 * x2.mean(0)
+    assert torch.allclose(rule.pre_means[0], m, atol=1e-15)
+    rW, rb = local_update_reference(acts[0], acts[1], rule.targets(0, y), cfg_p, pre_mean=m)
+    assert torch.allclose(model.layers[0].weight - W0, torch.tensor(rW, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(model.layers[0].bias - b0, torch.tensor(rb, dtype=torch.float64), atol=1e-12)
+    state = rule.state_tensors()
+    assert torch.equal(state["rule.pre_mean.0"], rule.pre_means[0]) and "rule.pre_mean.1" in state
+    other = LocalRule(build_model(6, [5], 3, "sigmoid", seed=0).double(), cfg_p, n_classes=3, seed=0)
+    other.load_state_tensors(state)
+    assert torch.equal(other.pre_means[1], rule.pre_means[1])
+    plain = LocalRule(build_model(6, [5], 3, "sigmoid", seed=0), RuleParams(), n_classes=3)
+    plain.step(x1.float(), y)
+    assert plain.pre_means == [None, None] and not any(k.startswith("rule.pre_mean") for k in plain.state_tensors())
+    with pytest.raises(ConfigError, match="center"):
+        RuleParams(center=1.0)
+
+
+def test_checkpoint_whose_header_length_starts_with_0x80_loads(tmp_path):
+    """A safetensors header length with low byte 0x80 is not a pickle (adding a config key such as
+    rule.center once made real checkpoints hit this)."""
+    from localstdp.checkpoint import load_checkpoint, save_checkpoint
+
+    t = {"w": torch.arange(3.0)}
+    for pad in range(400):
+        path = tmp_path / f"c{pad}.safetensors"
+        save_checkpoint(path, t, {"kind": "model", "pad": "x" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    else:
+        pytest.fail("no padding gave a header length with low byte 0x80")
+    tensors, meta = load_checkpoint(path)
+    assert torch.equal(tensors["w"], t["w"]) and meta["pad"] == "x" * pad

@@ -90,7 +90,9 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise CheckpointError(f"checkpoint not found: {path}") from None
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
-    if raw[:1] == b"\x80" or raw[:2] == b"PK":
+    # a pickle starts with 0x80, a torch.save zip with "PK"; a safetensors file starts with its header
+    # length (whose low byte may well be 0x80) and then the JSON header's "{"
+    if (raw[:1] == b"\x80" or raw[:2] == b"PK") and raw[8:9] != b"{":
         raise CheckpointError(f"{path}: looks like a pickle / torch.save file; only safetensors checkpoints are loaded")
     if not raw:
         raise CheckpointError(f"{path}: empty file, expected a safetensors checkpoint")

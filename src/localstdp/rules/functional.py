@@ -81,6 +81,7 @@ def local_update(
     target: torch.Tensor,
     p: RuleParams,
     reduction: str = "mean",
+    pre_mean: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The weight and bias change of one layer from its own pre/post activity and targets.
 
@@ -90,6 +91,10 @@ def local_update(
         target: association targets d^l, (batch, n_out).
         p: the rule's hyper-parameters (eta, mode, window).
         reduction: "mean" (divide by the batch size) or "sum" (for sharded batches).
+        pre_mean: optional (n_in,) running mean of each presynaptic neuron's own activity
+            (``RuleParams.center``): the presynaptic factor becomes a_i - m_i (a covariance
+            rule) and the bias absorbs -sum_i dW_ji m_i, i.e. the same step taken in the centred
+            parametrisation z = W (a - m) + b'. Still local: m_i is the pre neuron's own statistic.
 
     Returns:
         (dW, db) with shapes (n_out, n_in) and (n_out,), already multiplied by eta.
@@ -104,6 +109,8 @@ def local_update(
     pre_mask, post_mask = spike_mask(pre, p.theta), spike_mask(post, p.theta)
     e = err if post_mask is None else err * post_mask
     x = pre if pre_mask is None else pre * pre_mask
+    if pre_mean is not None:
+        x = x - pre_mean
     if p.mode == "rate":
         dW = e.T @ x
     elif p.mode == "timing":
@@ -112,6 +119,8 @@ def local_update(
         dW = timing_update(x, post, e, pre, p)
     else:  # two-phase
         dW = two_phase_direct(x, post, target, pre, p, post_mask)
+    if pre_mean is not None:
+        return dW * scale, db - (dW * scale) @ pre_mean
     return dW * scale, db
 
 
@@ -162,12 +171,15 @@ def _kappa_scalar(D: float, p: RuleParams) -> float:
     return p.A_minus / p.tau_minus * math.exp(D / p.tau_minus)
 
 
-def local_update_reference(pre, post, target, p: RuleParams) -> tuple[list[list[float]], list[float]]:
+def local_update_reference(pre, post, target, p: RuleParams, pre_mean=None) -> tuple[list[list[float]], list[float]]:
     """Loop-over-synapses reference of :func:`local_update` (mean over the batch).
 
     Written from the equations independently of the tensor code: for every example b, post j and
-    pre i, with spike times t = T (1 - a), add the synapse's own contribution.
+    pre i, with spike times t = T (1 - a), add the synapse's own contribution. With ``pre_mean``
+    the presynaptic factor is (a_i - m_i) (0 - m_i for a pre neuron below theta) and each bias
+    then gets -sum_i dW_ji m_i.
     """
+    m = None if pre_mean is None else [float(v) for v in pre_mean]
     pre, post, target = (t.tolist() for t in (pre, post, target))
     B, n_in, n_out = len(pre), len(pre[0]), len(post[0])
     dW = [[0.0] * n_in for _ in range(n_out)]
@@ -181,13 +193,17 @@ def local_update_reference(pre, post, target, p: RuleParams) -> tuple[list[list[
             t_j = p.T * (1 - a_j)
             for i in range(n_in):
                 a_i = pre[b][i]
-                if a_i < p.theta:
+                if a_i < p.theta and m is None:
                     continue
                 t_i = p.T * (1 - a_i)
+                x_i = (a_i if a_i >= p.theta else 0.0) - (m[i] if m is not None else 0.0)
                 if p.mode == "two-phase":
                     t_nudged = p.T * (1 - (a_j + p.beta * (d_j - a_j)))
                     change = (_window_scalar(t_nudged - t_i, p) - _window_scalar(t_j - t_i, p)) / (p.beta * p.T)
-                    dW[j][i] += p.eta * a_i * change / B
+                    dW[j][i] += p.eta * x_i * change / B
                 else:
-                    dW[j][i] += p.eta * (d_j - a_j) * a_i * _kappa_scalar(t_j - t_i, p) / B
+                    dW[j][i] += p.eta * (d_j - a_j) * x_i * _kappa_scalar(t_j - t_i, p) / B
+    if m is not None:
+        for j in range(n_out):
+            db[j] -= sum(dW[j][i] * m[i] for i in range(n_in))
     return dW, db

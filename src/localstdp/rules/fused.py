@@ -17,13 +17,15 @@ from .timing import binned_factors, resolve_backend
 
 @torch.no_grad()
 def apply_local_update_(
-    weight: torch.Tensor, bias: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, target: torch.Tensor, p: RuleParams
+    weight: torch.Tensor, bias: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, target: torch.Tensor, p: RuleParams,
+    pre_mean: torch.Tensor | None = None,
 ) -> None:
-    """weight += dW and bias += db of one layer, in place (batch mean, as ``local_update``)."""
+    """weight += dW and bias += db of one layer, in place (batch mean, as ``local_update``).
+    With ``pre_mean`` (the covariance rule, RuleParams.center) it takes local_update's path."""
     B = pre.shape[0]
     fast_timing = p.mode == "timing" and resolve_backend(p, B, post.shape[1], pre.shape[1]) == "binned"
-    if p.mode != "rate" and not fast_timing:
-        dW, db = local_update(pre, post, target, p)
+    if (p.mode != "rate" and not fast_timing) or pre_mean is not None:
+        dW, db = local_update(pre, post, target, p, pre_mean=pre_mean)
         weight.add_(dW)
         bias.add_(db)
         return

@@ -25,6 +25,18 @@ class LocalRule:
         self.associations = make_associations(
             model.widths[1:], n_classes, params.association, params.association_density, gen
         )
+        self.pre_means: list[torch.Tensor | None] = [None] * len(model.layers)  # params.center > 0 only
+
+    @torch.no_grad()
+    def pre_mean(self, l: int, pre: torch.Tensor) -> torch.Tensor | None:
+        """Layer ``l``'s running mean of its presynaptic activity, updated with this batch (the
+        covariance rule, ``params.center`` > 0), else None. Each pre neuron's own statistic."""
+        c = self.params.center
+        if c <= 0:
+            return None
+        m, batch = self.pre_means[l], pre.mean(0)
+        self.pre_means[l] = batch if m is None else m * c + batch * (1 - c)
+        return self.pre_means[l]
 
     def targets(self, l: int, y: torch.Tensor) -> torch.Tensor:
         """Association targets of layer ``l`` (0-based) for labels ``y``.
@@ -40,7 +52,8 @@ class LocalRule:
 
     def layer_update(self, l: int, pre: torch.Tensor, post: torch.Tensor, y: torch.Tensor, reduction: str = "mean"):
         """(dW, db) of layer ``l`` from its own pre/post activity and the broadcast label only."""
-        return local_update(pre, post, fill_untaught(self.targets(l, y), post), self.params, reduction)
+        return local_update(pre, post, fill_untaught(self.targets(l, y), post), self.params, reduction,
+                            pre_mean=self.pre_mean(l, pre))
 
     @torch.no_grad()
     def apply_layer(self, l: int, dW: torch.Tensor, db: torch.Tensor) -> None:
@@ -54,7 +67,7 @@ class LocalRule:
         exactly this per layer, so a pipeline stage calling it reproduces ``step`` bit for bit."""
         layer = self.model.layers[l]
         target = fill_untaught(self.targets(l, y), post)  # NaN: not taught on this label (pairs codes)
-        apply_local_update_(layer.weight, layer.bias, pre, post, target, self.params)
+        apply_local_update_(layer.weight, layer.bias, pre, post, target, self.params, self.pre_mean(l, pre))
 
     @torch.no_grad()
     def updates(self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean"):
@@ -71,7 +84,8 @@ class LocalRule:
         return float(((self.targets(len(acts) - 2, y) - acts[-1]) ** 2).mean())
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {f"rule.association.{l}": A for l, A in enumerate(self.associations)}
+        out = {f"rule.association.{l}": A for l, A in enumerate(self.associations)}
+        return out | {f"rule.pre_mean.{l}": m for l, m in enumerate(self.pre_means) if m is not None}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         for l in range(len(self.associations)):
@@ -79,3 +93,6 @@ class LocalRule:
             if A is None or A.shape != self.associations[l].shape:
                 raise ValueError(f"checkpoint lacks association map {l} of shape {tuple(self.associations[l].shape)}")
             self.associations[l] = A.clone()
+        for l in range(len(self.pre_means)):
+            m = tensors.get(f"rule.pre_mean.{l}")
+            self.pre_means[l] = None if m is None else m.clone()

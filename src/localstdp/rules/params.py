@@ -44,6 +44,11 @@ class RuleParams:
         timing_backend: how timing mode is computed: "direct" (the batch x n_out x n_in form),
             "binned" (spike times on a clock of ``time_bins`` steps, a few GEMMs) or "auto".
         time_bins: number of clock steps of the binned backend, >= 2.
+        center: 0 (default) = off; in (0, 1): covariance rule. Each layer keeps every presynaptic
+            neuron's running mean activity m (m <- center m + (1 - center) mean_batch(a_pre),
+            starting from the first batch's mean); the presynaptic factor becomes a_pre - m and
+            the bias absorbs -dW m. Helps on full Fashion-MNIST (docs/ablation.md). In
+            data-parallel training each worker keeps its own m from its shard.
     """
 
     eta: float = 0.5
@@ -61,6 +66,7 @@ class RuleParams:
     association_density: float = 0.5
     timing_backend: str = "auto"
     time_bins: int = 32
+    center: float = 0.0
 
     def __post_init__(self) -> None:
         def finite(name: str) -> float:
@@ -88,6 +94,7 @@ class RuleParams:
         check("T", self.T > 0, "a coding window > 0")
         check("theta", 0 <= self.theta < 1, "a threshold in [0, 1)")
         check("beta", 0 < self.beta <= 1, "a nudging strength in (0, 1]")
+        check("center", 0 <= self.center < 1, "a running-mean momentum in [0, 1) (0 = off)")
         check("association", self.association in ASSOCIATIONS, f"one of {', '.join(ASSOCIATIONS)}")
         check("association_density", 0 < self.association_density < 1, "a fraction in (0, 1)")
         check("timing_backend", self.timing_backend in TIMING_BACKENDS, f"one of {', '.join(TIMING_BACKENDS)}")
