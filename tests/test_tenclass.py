@@ -95,10 +95,12 @@ def test_pairs_step_matches_per_synapse_reference(mode):
     assert not torch.equal(model.layers[0].weight[0:3], W0[0:3])
 
 
-@pytest.mark.parametrize("name", ["mnist-10", "digits", "fashion-mnist"])
-def test_tenclass_configs_load(name):
+@pytest.mark.parametrize("name,eta,center,bp_lr", [("mnist-10", 0.2, 0.99, 0.01), ("digits", 0.1, 0.0, 0.01),
+                                                    ("fashion-mnist", 0.1, 0.99, 0.001)])
+def test_tenclass_configs_load(name, eta, center, bp_lr):
     cfg = load_config(CONFIGS / f"{name}.toml")
-    assert cfg.rule.association == "pairs" and cfg.rule.eta == cfg.train.lr == 0.1
+    assert cfg.rule.association == "pairs" and cfg.rule.eta == cfg.train.lr == eta and cfg.rule.center == center
+    assert (cfg.rule.a_hi, cfg.rule.a_lo) == (0.99, 0.01) and cfg.backprop.lr == bp_lr
     assert cfg.data.classes is None  # all ten classes
     assert cfg.model.hidden == [128, 64]
 
