@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from localstdp import parallel
+from localstdp.checkpoint import load_checkpoint
 from localstdp.cli import main
 from localstdp.config import config_from_dict
 from localstdp.data import Dataset
@@ -98,9 +99,10 @@ def test_backprop_data_parallel_uses_ddp_and_matches(one_thread):
     assert [h["loss"] for h in m["history"]] == pytest.approx([h["loss"] for h in ref["history"]], rel=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["rate", "timing"])
-def test_pipeline_three_ranks_equals_single_process_bit_for_bit(tmp_path, one_thread, mode):
-    ds, cfg = synthetic(), config(mode)
+@pytest.mark.parametrize("rule", [{"mode": "rate"}, {"mode": "timing"}, {"mode": "rate", "center": 0.9}],
+                         ids=["rate", "timing", "rate-center"])
+def test_pipeline_three_ranks_equals_single_process_bit_for_bit(tmp_path, one_thread, rule):
+    ds, cfg = synthetic(), config(**rule)
     ref = train(cfg, "local", tmp_path / "single", dataset=ds)
     m = parallel.launch(3, cfg, "local", tmp_path / "pipe", mode="pipeline", dataset=ds, threads=1, keep_model=True)
     stages = parallel.partition_layers(parallel.layer_costs([12, 16, 8, 8, 3]), 3)
@@ -115,6 +117,14 @@ def test_pipeline_three_ranks_equals_single_process_bit_for_bit(tmp_path, one_th
     assert_equal_models(ref["model"], model2)
     assert {p.name for p in (tmp_path / "pipe").iterdir()} >= {"model.safetensors", "metrics.json", "config.toml",
                                                                "checkpoint.safetensors"}
+    # rank 0's checkpoint holds what every owner holds: weights, rule state (running means of
+    # rule.center), shuffling RNG -- tensor for tensor the single-process checkpoint
+    single, _ = load_checkpoint(tmp_path / "single" / "checkpoint.safetensors")
+    pipe, _ = load_checkpoint(tmp_path / "pipe" / "checkpoint.safetensors")
+    assert single.keys() == pipe.keys()
+    assert any(k.startswith("rule.pre_mean.") for k in single) == ("center" in rule)
+    for k in single:
+        assert torch.equal(single[k], pipe[k]), k
 
 
 def test_data_parallel_two_ranks_matches_single_process(tmp_path, one_thread):
@@ -167,6 +177,8 @@ def test_cli_usage_errors(tmp_path, capsys):
     assert main(base + ["--parallel", "pipeline", "--nproc", "9"]) == 2
     err = capsys.readouterr().err
     assert "needs at least 9 layers" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ConfigError, match="rule.center"):
+        parallel.train_from_cli(config(center=0.5), "local", tmp_path / "r", mode="data", nproc=2)
     env = {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -85,6 +85,13 @@ def check_mode(mode: str, method: str) -> None:
                           "for the next one; use --parallel data (DistributedDataParallel) for backprop")
 
 
+def check_config(cfg: ExperimentConfig, mode: str, method: str) -> None:
+    """Rule options a parallel mode cannot honour exactly (ConfigError, exit status 2)."""
+    if mode == "data" and method == "local" and getattr(cfg.rule, "center", 0) > 0:
+        raise ConfigError("rule.center (running presynaptic means) is not supported with --parallel data: each rank "
+                          "would average its own shard; use --parallel pipeline")
+
+
 def partition_layers(costs: list[float], parts: int) -> list[tuple[int, int]]:
     """Split layers with per-layer ``costs`` into ``parts`` contiguous stages [lo, hi) so that
     the most expensive stage is as cheap as possible (exact dynamic programme, O(L^2 parts))."""
@@ -328,15 +335,24 @@ def _data_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState) -> 
 
 
 def _sync_model(run: _Run) -> None:
-    """After a pipeline epoch: every layer's owner broadcasts it, so all ranks hold the model."""
+    """After a pipeline epoch: every layer's owner broadcasts it (and the rule's per-layer state,
+    the running presynaptic means of ``rule.center``), so all ranks hold the same model and
+    rank 0 checkpoints what the owners hold."""
     if run.mode != "pipeline":
         return
+    means = getattr(run.learner, "pre_means", None)
     with torch.no_grad():
         for owner, (lo, hi) in enumerate(run.stages):
             for l in range(lo, hi):
+                what = f"sharing layer {l + 1} at the end of the epoch"
                 layer = run.model.layers[l]
                 for p in (layer.weight, layer.bias):
-                    run.comm.broadcast(p.data, owner, f"sharing layer {l + 1} at the end of the epoch")
+                    run.comm.broadcast(p.data, owner, what)
+                if means is not None:
+                    has = run.comm.broadcast(torch.tensor([int(means[l] is not None)]), owner, what)
+                    if int(has[0]):
+                        m = means[l] if run.rank == owner else torch.empty(layer.in_features)
+                        means[l] = run.comm.broadcast(m, owner, what)
 
 
 @torch.no_grad()
@@ -388,6 +404,7 @@ def train_parallel(
     visible to all ranks, e.g. on a shared file system).
     """
     check_mode(mode, method)
+    check_config(cfg, mode, method)
     ds = dataset if dataset is not None else load_dataset(cfg.data)
     run = _setup(cfg, method, mode, ds, timeout, should_stop)
     comm, model, learner, stages, seed = run.comm, run.model, run.learner, run.stages, cfg.train.seed
@@ -660,6 +677,7 @@ def train_from_cli(
         raise ConfigError(f"this is one of {os.environ.get('WORLD_SIZE', 'several')} processes started by torchrun: "
                           "pass --parallel pipeline or --parallel data (else each would train its own copy into --out)")
     check_mode(mode, method)
+    check_config(cfg, mode, method)
     if not (math.isfinite(timeout) and timeout > 0):
         raise ConfigError(f"--dist-timeout {timeout!r}: expected a number of seconds > 0")
     layers = len(cfg.model.hidden) + 1
