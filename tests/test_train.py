@@ -101,3 +101,17 @@ def test_python_dash_m_entry_point(tmp_path):
 
     r = subprocess.run([sys.executable, "-m", "localstdp", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("localstdp ")
+
+
+def test_checkpoint_bytes_do_not_depend_on_the_process(tmp_path):
+    # safetensors keeps metadata in a hash map: with several keys their order changes per process
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from localstdp.checkpoint import save_checkpoint; "
+            "save_checkpoint(sys.argv[1], {'w': torch.arange(6.0).reshape(2, 3), 'b': torch.ones(2)}, "
+            "{'kind': 'model', 'method': 'local', 'widths': [3, 2], 'epoch': 1})")
+    for name in ("a", "b", "c"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True)
+    blobs = {(tmp_path / n).read_bytes() for n in "abc"}
+    assert len(blobs) == 1

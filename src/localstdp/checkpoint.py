@@ -76,7 +76,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Save named tensors and JSON-serialisable metadata to a .safetensors file, atomically."""
-    header = {"format": FORMAT, "meta": json.dumps(meta, sort_keys=True)}
+    # ONE metadata key: safetensors stores __metadata__ as a hash map whose key order varies from
+    # process to process, so two keys would make identical checkpoints differ byte for byte
+    header = {"localstdp": json.dumps({"format": FORMAT, "meta": meta}, sort_keys=True)}
     blob = st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=header)
     atomic_write_bytes(path, blob)
 
@@ -101,12 +103,15 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         header = _header_metadata(raw)
     except (SafetensorError, ValueError, TypeError, OSError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: not a valid safetensors checkpoint (truncated or corrupt: {exc})") from None
-    if header.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a localstdp checkpoint (format {header.get('format')!r}, expected {FORMAT!r})")
+    if "localstdp" not in header:
+        raise CheckpointError(f"{path}: not a localstdp checkpoint (no 'localstdp' metadata; expected format {FORMAT!r})")
     try:
-        meta = json.loads(header["meta"])
-    except (KeyError, json.JSONDecodeError) as exc:
+        doc = json.loads(header["localstdp"])
+        fmt, meta = doc.get("format"), doc["meta"]
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata ({exc})") from None
+    if fmt != FORMAT:
+        raise CheckpointError(f"{path}: not a localstdp checkpoint (format {fmt!r}, expected {FORMAT!r})")
     return tensors, meta
 
 
