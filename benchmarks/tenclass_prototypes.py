@@ -17,6 +17,9 @@ activity, its own state and the broadcast label.
   --opt pairs=0      one-vs-one codes in hidden layer 0 (the same rule as the library's
                      rule.association = "pairs", kept here to combine with the options above).
 
+The library's rule.center is NOT applied by these prototypes (use --opt center); pass
+--set rule.center=0 to make that explicit.
+
 Usage (prints one JSON line; train with --set as in tenclass_research.py):
     OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/tenclass_prototypes.py \
         --config configs/mnist-10.toml --seeds 0 1 2 --opt k=1 --set train.lr=0.1

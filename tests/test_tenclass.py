@@ -95,7 +95,7 @@ def test_pairs_step_matches_per_synapse_reference(mode):
     assert not torch.equal(model.layers[0].weight[0:3], W0[0:3])
 
 
-@pytest.mark.parametrize("name,eta,center,bp_lr", [("mnist-10", 0.2, 0.99, 0.01), ("digits", 0.1, 0.0, 0.01),
+@pytest.mark.parametrize("name,eta,center,bp_lr", [("mnist-10", 0.3, 0.99, 0.01), ("digits", 0.1, 0.0, 0.01),
                                                     ("fashion-mnist", 0.1, 0.99, 0.001)])
 def test_tenclass_configs_load(name, eta, center, bp_lr):
     cfg = load_config(CONFIGS / f"{name}.toml")
