@@ -47,8 +47,8 @@ class RuleParams:
         center: 0 (default) = off; in (0, 1): covariance rule. Each layer keeps every presynaptic
             neuron's running mean activity m (m <- center m + (1 - center) mean_batch(a_pre),
             starting from the first batch's mean); the presynaptic factor becomes a_pre - m and
-            the bias absorbs -dW m. Helps on full Fashion-MNIST (docs/ablation.md). In
-            data-parallel training each worker keeps its own m from its shard.
+            the bias absorbs -dW m. Helps on full Fashion-MNIST (docs/ablation.md). The layer
+            pipeline shares m; ``--parallel data`` refuses it (docs/distributed.md).
     """
 
     eta: float = 0.5
