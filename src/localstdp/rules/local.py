@@ -47,12 +47,19 @@ class LocalRule:
         tables = self.__dict__.setdefault("_target_tables", {})
         if l not in tables or tables[l][0] is not A:
             classes = torch.arange(A.shape[1], device=A.device)
-            tables[l] = (A, association_targets(A, classes, self.params.a_hi, self.params.a_lo).contiguous())
+            table = association_targets(A, classes, self.params.a_hi, self.params.a_lo).contiguous()
+            tables[l] = (A, table, bool(torch.isnan(table).any()))
         return tables[l][1].index_select(0, y)
+
+    def taught_targets(self, l: int, y: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
+        """Targets with untaught entries (NaN, pairs codes) set to the neuron's own activity, so its
+        error is zero; maps without untaught entries skip the NaN scan (a sync per layer per step)."""
+        target = self.targets(l, y)
+        return fill_untaught(target, post) if self._target_tables[l][2] else target
 
     def layer_update(self, l: int, pre: torch.Tensor, post: torch.Tensor, y: torch.Tensor, reduction: str = "mean"):
         """(dW, db) of layer ``l`` from its own pre/post activity and the broadcast label only."""
-        return local_update(pre, post, fill_untaught(self.targets(l, y), post), self.params, reduction,
+        return local_update(pre, post, self.taught_targets(l, y, post), self.params, reduction,
                             pre_mean=self.pre_mean(l, pre))
 
     @torch.no_grad()
@@ -66,7 +73,7 @@ class LocalRule:
         """Layer ``l``'s update applied in place (no weight-sized dW: rules/fused.py). ``step`` runs
         exactly this per layer, so a pipeline stage calling it reproduces ``step`` bit for bit."""
         layer = self.model.layers[l]
-        target = fill_untaught(self.targets(l, y), post)  # NaN: not taught on this label (pairs codes)
+        target = self.taught_targets(l, y, post)  # NaN: not taught on this label (pairs codes)
         apply_local_update_(layer.weight, layer.bias, pre, post, target, self.params, self.pre_mean(l, pre))
 
     @torch.no_grad()
