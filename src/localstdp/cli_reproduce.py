@@ -5,6 +5,7 @@ Registered in :data:`localstdp.cli.SUBCOMMANDS`; parses, calls experiments/repor
 
 from __future__ import annotations
 
+import logging
 import sys
 
 
@@ -39,6 +40,8 @@ def cmd_reproduce(args) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     settings = GridSettings(seeds=args.seeds, epochs=args.epochs, n_attack=args.n_attack, attacks=attacks)
+    if not args.debug:  # ART logs every attack's success rate at INFO; -v should show our progress only
+        logging.getLogger("art").setLevel(logging.WARNING)
     tasks = resolve_tasks(args.tasks, args.suite)
     print(f"reproduce: tasks {', '.join(tasks)}; {args.seeds} seed(s); local and backprop -> {args.out}",
           file=sys.stderr)
