@@ -202,3 +202,96 @@ def test_checkpoint_whose_header_length_starts_with_0x80_loads(tmp_path):
         pytest.fail("no padding gave a header length with low byte 0x80")
     tensors, meta = load_checkpoint(path)
     assert torch.equal(tensors["w"], t["w"]) and meta["pad"] == "x" * pad
+
+
+# --- fixed receptive fields of the first hidden layer (model.receptive_field, round 2 of issue 7) ---
+
+
+def test_receptive_field_mask_is_one_square_patch_per_neuron():
+    from localstdp.model import receptive_field_mask
+
+    M = receptive_field_mask(40, 64, 3, torch.Generator().manual_seed(5))
+    assert M.shape == (40, 64) and M.sum(1).tolist() == [9.0] * 40
+    for row in M.reshape(40, 8, 8):
+        r, c = row.nonzero(as_tuple=True)
+        assert r.max() - r.min() == 2 and c.max() - c.min() == 2  # one contiguous 3 x 3 square
+    assert torch.equal(M, receptive_field_mask(40, 64, 3, torch.Generator().manual_seed(5)))
+    assert receptive_field_mask(2, 64, 8, torch.Generator()).sum().item() == 128  # side = image: full
+    for n_in, side in ((63, 3), (64, 9), (64, 0)):
+        with pytest.raises(ValueError):
+            receptive_field_mask(2, n_in, side, torch.Generator())
+    with pytest.raises(ConfigError, match="receptive_field"):
+        load_config_dict({"data": {"name": "iris"}, "model": {"receptive_field": -1}})
+    cfg = load_config_dict({"data": {"name": "iris"}, "model": {"receptive_field": 3}, "train": {"epochs": 1}})
+    with pytest.raises(ConfigError, match="square input image of side >= 3"):  # iris: 4 features = 2 x 2
+        train(cfg, "local")
+
+
+def load_config_dict(d):
+    from localstdp.config import config_from_dict
+
+    return config_from_dict(d)
+
+
+def test_build_model_masks_only_the_first_layer():
+    full, masked = build_model(16, [6, 5], 3, "sigmoid", seed=4), build_model(16, [6, 5], 3, "sigmoid", 4, 2)
+    M = masked.in_mask
+    assert full.in_mask is None and M.shape == (6, 16) and M.sum().item() == 6 * 4
+    assert torch.equal(masked.layers[0].weight, full.layers[0].weight * M)  # same init, absent synapses 0
+    assert all(torch.equal(a, b) for a, b in zip(list(full.state_dict().values())[1:], list(masked.state_dict().values())[1:]))
+    assert "in_mask" not in masked.state_dict()  # not persistent: checkpoints hold only weights
+
+
+@pytest.mark.parametrize("center", [0.0, 0.9])
+def test_masked_local_step_matches_reference(center):
+    """With fixed connectivity an absent synapse never changes, a present one takes the loop
+    reference's step, and the covariance rule's bias term counts only present synapses."""
+    p = RuleParams(eta=0.4, center=center, association="pairs", a_hi=0.95, a_lo=0.05)
+    model = build_model(9, [7], 3, "sigmoid", 1, 2).double()
+    rule = LocalRule(model, p, n_classes=3, seed=0)
+    M = model.in_mask
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(5, 9, generator=g, dtype=torch.float64), torch.tensor([0, 1, 2, 2, 0])
+    acts = model.activities(x)
+    W0, b0 = model.layers[0].weight.clone(), model.layers[0].bias.clone()
+    W1 = model.layers[1].weight.clone()
+    rule.step(x, y)
+    m = x.mean(0) if center else None
+    target = fill_untaught(rule.targets(0, y), acts[1])
+    rW, rb = local_update_reference(acts[0], acts[1], target, p, pre_mean=m)
+    rW, rb = torch.tensor(rW, dtype=torch.float64), torch.tensor(rb, dtype=torch.float64)
+    kept = rW * M
+    assert torch.allclose(model.layers[0].weight - W0, kept, atol=1e-12)
+    assert torch.equal(model.layers[0].weight * (1 - M), torch.zeros_like(W0))
+    expected_db = rb if m is None else rb + (rW - kept) @ m  # = eta mean(e) - (M * dW) m
+    assert torch.allclose(model.layers[0].bias - b0, expected_db, atol=1e-12)
+    if m is not None:
+        e_mean = 0.4 * (target - acts[1]).mean(0)
+        assert torch.allclose(model.layers[0].bias - b0, e_mean - kept @ m, atol=1e-12)
+    assert not torch.equal(model.layers[1].weight, W1)  # the output layer is fully connected
+    dW, db = rule.layer_update(0, acts[0], acts[1], y)  # the data-parallel path masks too
+    assert torch.equal(dW * (1 - M), torch.zeros_like(dW))
+
+
+def test_masked_backprop_matches_autograd_on_present_synapses():
+    """Backprop with fixed connectivity = Adam on the gradient restricted to present synapses."""
+    from localstdp.rules.backprop import Backprop, BackpropParams
+
+    model = build_model(9, [6], 3, "sigmoid", 2, 2).double()
+    ref = build_model(9, [6], 3, "sigmoid", 2).double()
+    M = model.in_mask
+    with torch.no_grad():
+        ref.layers[0].weight.mul_(M)
+    bp = Backprop(model, BackpropParams(lr=0.05), n_classes=3)
+    opt = torch.optim.Adam(ref.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        x, y = torch.rand(8, 9, generator=g, dtype=torch.float64), torch.randint(0, 3, (8,), generator=g)
+        bp.step(x, y)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(ref(x), y).backward()
+        ref.layers[0].weight.grad.mul_(M)
+        opt.step()
+    for a, b in zip(model.parameters(), ref.parameters()):
+        assert torch.allclose(a, b, atol=1e-12)
+    assert torch.equal(model.layers[0].weight * (1 - M), torch.zeros_like(M, dtype=torch.float64))

@@ -75,10 +75,16 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The MLP: ``hidden`` layer widths (at least one layer, each >= 1) and the activation."""
+    """The MLP: ``hidden`` layer widths (at least one layer, each >= 1) and the activation.
+
+    receptive_field: 0 (default) = full connectivity; S >= 1: each neuron of the first hidden layer
+    sees one fixed random S x S patch of the square input image (architecture, so both methods
+    share it; the inputs must form a square image of side >= S). See model.build_model.
+    """
 
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "sigmoid"
+    receptive_field: int = 0
 
     def __post_init__(self) -> None:
         if not self.hidden:
@@ -87,6 +93,8 @@ class ModelConfig:
             raise ConfigError(f"model.hidden = {self.hidden!r}: every layer needs a width >= 1")
         if self.activation != "sigmoid":
             raise ConfigError(f"model.activation = {self.activation!r}: expected sigmoid")
+        if self.receptive_field < 0:
+            raise ConfigError(f"model.receptive_field = {self.receptive_field!r}: expected 0 (off) or a patch side >= 1")
 
 
 @dataclass(frozen=True)

@@ -64,8 +64,38 @@ class MLP(nn.Module):
         return torch.cat([self(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
-def build_model(n_in: int, hidden, n_out: int, activation: str, seed: int) -> MLP:
-    """The MLP for ``seed``: the same weights whichever method will train it."""
+def receptive_field_mask(n_out: int, n_in: int, side: int, generator: torch.Generator) -> torch.Tensor:
+    """(n_out, n_in) 0/1 mask: neuron j sees one random ``side`` x ``side`` patch of a square input
+    image (top-left corner uniform over the valid positions, rows first, then columns)."""
+    width = math.isqrt(n_in)
+    if width * width != n_in:
+        raise ValueError(f"receptive fields need a square input image, got {n_in} features")
+    if not 1 <= side <= width:
+        raise ValueError(f"receptive field side {side} must be in [1, {width}]")
+    r0 = torch.randint(0, width - side + 1, (n_out,), generator=generator)[:, None, None]
+    c0 = torch.randint(0, width - side + 1, (n_out,), generator=generator)[:, None, None]
+    rows, cols = torch.arange(width)[None, :, None], torch.arange(width)[None, None, :]
+    inside = (rows >= r0) & (rows < r0 + side) & (cols >= c0) & (cols < c0 + side)
+    return inside.reshape(n_out, n_in).to(torch.get_default_dtype())
+
+
+def build_model(n_in: int, hidden, n_out: int, activation: str, seed: int, receptive_field: int = 0) -> MLP:
+    """The MLP for ``seed``: the same weights whichever method will train it.
+
+    ``receptive_field`` = S > 0: fixed sparse connectivity of the first hidden layer, part of the
+    architecture both methods share. Each of its neurons sees one random S x S patch of the
+    (square) input image; the mask (its own generator, seeded by ``seed``) zeroes the other initial
+    weights and is kept as ``model.in_mask`` (a non-persistent buffer) for the learners, which keep
+    the masked weights at zero. Because they stay zero, the trained weights alone define the
+    function: an unmasked MLP loaded with them computes the same outputs.
+    """
     model = MLP(n_in, hidden, n_out, activation)
     model.reset_parameters(torch.Generator().manual_seed(int(seed)))
+    model.register_buffer("in_mask", None, persistent=False)
+    if receptive_field:
+        gen = torch.Generator().manual_seed(int(seed) * 7 + 104729)
+        mask = receptive_field_mask(model.widths[1], model.widths[0], int(receptive_field), gen)
+        model.in_mask = mask
+        with torch.no_grad():
+            model.layers[0].weight.mul_(mask)
     return model

@@ -62,6 +62,7 @@ from .train import (
     RunState,
     _check_finite,
     _load_state,
+    _receptive_field,
     _save_state,
     batches,
     make_learner,
@@ -317,6 +318,9 @@ def _data_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState) -> 
             except RuntimeError as exc:
                 raise comm.fail(f"averaging the gradients of batch {b + 1}", exc) from None
             opt.step()
+            if run.model.in_mask is not None:  # fixed first-layer connectivity (model.receptive_field)
+                with torch.no_grad():
+                    run.model.layers[0].weight.mul_(run.model.in_mask)
             red = comm.all_reduce(torch.tensor([float(ce.detach()), float(stop_now)], dtype=torch.float64),
                                   f"summing the loss of batch {b + 1}")
             loss = float(red[0]) / len(idx)
@@ -372,7 +376,8 @@ def _sharded_accuracy(run: _Run) -> tuple[float, float]:
 def _setup(cfg: ExperimentConfig, method: str, mode: str, ds: Dataset, timeout: float, should_stop=None) -> _Run:
     """Model, learner and stages of this rank (every rank builds the full model from the seed)."""
     comm = _Comm(dist.get_rank(), dist.get_world_size(), datetime.timedelta(seconds=timeout))
-    model = build_model(ds.n_features, cfg.model.hidden, ds.n_classes, cfg.model.activation, cfg.train.seed)
+    model = build_model(ds.n_features, cfg.model.hidden, ds.n_classes, cfg.model.activation, cfg.train.seed,
+                        _receptive_field(cfg, ds))
     learner = make_learner(method, model, cfg, ds.n_classes)
     L = len(model.layers)
     stages = partition_layers(layer_costs(model.widths), comm.world) if mode == "pipeline" else [(0, L)] * comm.world

@@ -32,7 +32,7 @@ from .checkpoint import (
 )
 from .config import ExperimentConfig, config_from_dict
 from .data import Dataset, load_dataset
-from .errors import CheckpointError, DivergenceError, LocalSTDPError, OutputError
+from .errors import CheckpointError, ConfigError, DivergenceError, LocalSTDPError, OutputError
 from .model import MLP, build_model
 from .rules import LEARNERS
 
@@ -50,6 +50,16 @@ class Interrupted(LocalSTDPError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def _receptive_field(cfg: ExperimentConfig, ds: Dataset) -> int:
+    """cfg.model.receptive_field, checked against the data (a square image of side >= S)."""
+    S = cfg.model.receptive_field
+    side = math.isqrt(ds.n_features)
+    if S and (side * side != ds.n_features or S > side):
+        raise ConfigError(f"model.receptive_field = {S}: needs a square input image of side >= {S}, "
+                          f"got {ds.n_features} features")
+    return S
 
 
 def make_learner(method: str, model: MLP, cfg: ExperimentConfig, n_classes: int):
@@ -222,7 +232,8 @@ def train(
     """
     ds = dataset if dataset is not None else load_dataset(cfg.data)
     seed = cfg.train.seed
-    model = build_model(ds.n_features, cfg.model.hidden, ds.n_classes, cfg.model.activation, seed)
+    model = build_model(ds.n_features, cfg.model.hidden, ds.n_classes, cfg.model.activation, seed,
+                        _receptive_field(cfg, ds))
     learner = make_learner(method, model, cfg, ds.n_classes)
     gen = shuffle_generator(seed)
     out_dir = Path(out) if out is not None else None

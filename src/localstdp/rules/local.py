@@ -59,8 +59,18 @@ class LocalRule:
 
     def layer_update(self, l: int, pre: torch.Tensor, post: torch.Tensor, y: torch.Tensor, reduction: str = "mean"):
         """(dW, db) of layer ``l`` from its own pre/post activity and the broadcast label only."""
-        return local_update(pre, post, self.taught_targets(l, y, post), self.params, reduction,
-                            pre_mean=self.pre_mean(l, pre))
+        m = self.pre_mean(l, pre)
+        dW, db = local_update(pre, post, self.taught_targets(l, y, post), self.params, reduction, pre_mean=m)
+        return self._masked(l, dW, db, m)
+
+    def _masked(self, l: int, dW: torch.Tensor, db: torch.Tensor, pre_mean: torch.Tensor | None):
+        """Fixed connectivity (``model.in_mask``, first layer only): absent synapses do not change,
+        and the covariance rule's bias term -dW m counts only the synapses that exist."""
+        mask = getattr(self.model, "in_mask", None) if l == 0 else None
+        if mask is None:
+            return dW, db
+        kept = dW * mask
+        return kept, db if pre_mean is None else db + (dW - kept) @ pre_mean
 
     @torch.no_grad()
     def apply_layer(self, l: int, dW: torch.Tensor, db: torch.Tensor) -> None:
@@ -73,6 +83,9 @@ class LocalRule:
         """Layer ``l``'s update applied in place (no weight-sized dW: rules/fused.py). ``step`` runs
         exactly this per layer, so a pipeline stage calling it reproduces ``step`` bit for bit."""
         layer = self.model.layers[l]
+        if l == 0 and getattr(self.model, "in_mask", None) is not None:
+            self.apply_layer(l, *self.layer_update(l, pre, post, y))  # fixed connectivity: masked dW
+            return
         target = self.taught_targets(l, y, post)  # NaN: not taught on this label (pairs codes)
         apply_local_update_(layer.weight, layer.bias, pre, post, target, self.params, self.pre_mean(l, pre))
 
