@@ -209,6 +209,7 @@ def test_checkpoint_whose_header_length_starts_with_0x80_loads(tmp_path):
 
 
 def test_receptive_field_mask_is_one_square_patch_per_neuron():
+    from localstdp.config import config_from_dict as load_config_dict
     from localstdp.model import receptive_field_mask
 
     M = receptive_field_mask(40, 64, 3, torch.Generator().manual_seed(5))
@@ -226,12 +227,6 @@ def test_receptive_field_mask_is_one_square_patch_per_neuron():
     cfg = load_config_dict({"data": {"name": "iris"}, "model": {"receptive_field": 3}, "train": {"epochs": 1}})
     with pytest.raises(ConfigError, match="square input image of side >= 3"):  # iris: 4 features = 2 x 2
         train(cfg, "local")
-
-
-def load_config_dict(d):
-    from localstdp.config import config_from_dict
-
-    return config_from_dict(d)
 
 
 def test_build_model_masks_only_the_first_layer():
