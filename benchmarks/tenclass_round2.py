@@ -8,7 +8,9 @@ initialisation and after every update, for the local rule and for backprop alike
   --opt mask=F     fixed sparse random connectivity of hidden layer 0: each neuron keeps a random
                    fraction F of its input synapses (0 = off, full connectivity).
   --opt rf=S       fixed local receptive fields of hidden layer 0: each neuron sees one random S x S
-                   patch of the square input image (0 = off). Combines with mask (intersection).
+                   patch of the square input image (0 = off). Combines with mask (intersection). KEPT:
+                   the library's model.receptive_field draws the same mask (but its local rule's
+                   covariance bias term counts only present synapses; this prototype's does not).
   --opt rescale=1  scale the kept initial weights by 1/sqrt(kept fraction) (keeps the init variance).
   --opt groups=G   association of hidden layer 0: neuron j is taught a_hi on a random group of up to
                    G classes and a_lo on a disjoint random group of up to G classes, untaught on the
