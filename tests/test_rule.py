@@ -107,7 +107,8 @@ def test_association_targets():
     torch.testing.assert_close(d, torch.tensor([[0.9, 0.1, 0.1, 0.9, 0.1], [0.1, 0.1, 0.9, 0.1, 0.1]]).to(d.dtype))
 
 
-def _learner(p=RuleParams(mode="timing", timing_backend="direct", eta=0.5), seed=0):
+def _learner(p=None, seed=0):
+    p = p if p is not None else RuleParams(mode="timing", timing_backend="direct", eta=0.5)
     model = build_model(6, [5, 4], 3, "sigmoid", seed=seed).double()
     return model, LocalRule(model, p, n_classes=3, seed=seed)
 

@@ -3,8 +3,8 @@ with backpropagation."""
 
 __version__ = "0.1.0"
 
-from .config import ExperimentConfig, load_config  # noqa: E402
-from .model import MLP, build_model  # noqa: E402
-from .rules import LEARNERS, RuleParams  # noqa: E402
+from .config import ExperimentConfig, load_config
+from .model import MLP, build_model
+from .rules import LEARNERS, RuleParams
 
-__all__ = ["ExperimentConfig", "LEARNERS", "MLP", "RuleParams", "build_model", "load_config", "__version__"]
+__all__ = ["LEARNERS", "MLP", "ExperimentConfig", "RuleParams", "__version__", "build_model", "load_config"]

@@ -12,9 +12,10 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 
 from . import __version__
+from .bench_cli import _add_bench
+from .cli_reproduce import _add_reproduce
 from .errors import LocalSTDPError
 
 
@@ -106,10 +107,6 @@ def cmd_evaluate(args) -> int:
         print(f"{method}: train accuracy {res['train_accuracy']:.4f}, test accuracy {res['test_accuracy']:.4f}")
     return 0
 
-
-from .cli_reproduce import _add_reproduce  # noqa: E402
-
-from .bench_cli import _add_bench  # noqa: E402
 
 SUBCOMMANDS = [_add_train, _add_evaluate, _add_reproduce, _add_bench]
 

@@ -132,7 +132,7 @@ class ExperimentConfig:
     rule: RuleParams = field(default_factory=RuleParams)
     backprop: BackpropParams = field(default_factory=BackpropParams)
 
-    def with_overrides(self, **train_overrides: Any) -> "ExperimentConfig":
+    def with_overrides(self, **train_overrides: Any) -> ExperimentConfig:
         """A copy with some ``[train]`` values replaced (None values are ignored)."""
         kw = {k: v for k, v in train_overrides.items() if v is not None}
         if not kw:

@@ -101,7 +101,7 @@ def _minmax(x_train: np.ndarray, x_test: np.ndarray):
 
 
 def _record(name, x_tr, y_tr, x_te, y_te, labels, shape) -> Dataset:
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
     return Dataset(
         name=name,
         x_train=t(x_tr),
