@@ -66,6 +66,7 @@ from .train import (
     _save_state,
     batches,
     make_learner,
+    run_metrics,
     shuffle_generator,
 )
 
@@ -502,19 +503,7 @@ def train_parallel(
             run.bar.close()
     if r != 0:
         return None
-    metrics = {
-        "method": method,
-        "seed": seed,
-        "data": cfg.data.name,
-        "classes": list(ds.class_labels),
-        "widths": model.widths,
-        "epochs": cfg.train.epochs,
-        "n_train": n,
-        "n_test": len(ds.y_test),
-        "train_accuracy": state.history[-1]["train_accuracy"],
-        "test_accuracy": state.history[-1]["test_accuracy"],
-        "history": state.history,
-        "wall_seconds": state.wall_seconds,
+    metrics = run_metrics(method, cfg, ds, model, state) | {
         "parallel": {"mode": mode, "world_size": P, "threads_per_rank": torch.get_num_threads(),
                      "stages": [list(s) for s in stages] if mode == "pipeline" else None},
     }

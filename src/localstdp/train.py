@@ -95,6 +95,24 @@ class RunState:
     epoch_loss: float = 0.0  # running loss sum of the current epoch
 
 
+def run_metrics(method: str, cfg: ExperimentConfig, ds: Dataset, model: MLP, state: RunState) -> dict:
+    """The metrics.json record of a finished run (the same for single-process and parallel runs)."""
+    return {
+        "method": method,
+        "seed": cfg.train.seed,
+        "data": cfg.data.name,
+        "classes": list(ds.class_labels),
+        "widths": model.widths,
+        "epochs": cfg.train.epochs,
+        "n_train": len(ds.y_train),
+        "n_test": len(ds.y_test),
+        "train_accuracy": state.history[-1]["train_accuracy"],
+        "test_accuracy": state.history[-1]["test_accuracy"],
+        "history": state.history,
+        "wall_seconds": state.wall_seconds,
+    }
+
+
 def _check_finite(model: MLP, epoch: int, step: int) -> None:
     for name, p in model.named_parameters():
         if not torch.isfinite(p).all():
@@ -320,20 +338,7 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-    metrics = {
-        "method": method,
-        "seed": seed,
-        "data": cfg.data.name,
-        "classes": list(ds.class_labels),
-        "widths": model.widths,
-        "epochs": cfg.train.epochs,
-        "n_train": n,
-        "n_test": len(ds.y_test),
-        "train_accuracy": state.history[-1]["train_accuracy"],
-        "test_accuracy": state.history[-1]["test_accuracy"],
-        "history": state.history,
-        "wall_seconds": state.wall_seconds,
-    }
+    metrics = run_metrics(method, cfg, ds, model, state)
     if out_dir is not None:
         save_checkpoint(out_dir / MODEL, model_tensors(model), {"kind": "model", "method": method,
                                                                 "widths": model.widths, "config": cfg.to_dict()})
