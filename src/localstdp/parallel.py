@@ -65,6 +65,7 @@ from .train import (
     _receptive_field,
     _save_state,
     batches,
+    checkpoint_due,
     make_learner,
     run_metrics,
     shuffle_generator,
@@ -445,10 +446,7 @@ def train_parallel(
     epoch_fn = _pipeline_epoch if mode == "pipeline" else _data_epoch
     try:
         while state.epoch < cfg.train.epochs:
-            if state.epoch_rng is not None:
-                gen.set_state(state.epoch_rng)
-            state.epoch_rng = gen.get_state()
-            perm = torch.randperm(n, generator=gen)
+            perm = state.epoch_permutation(gen, n)
             t_epoch = time.perf_counter()
             with torch.no_grad() if method == "local" else torch.enable_grad():
                 stopped, bad = epoch_fn(run, batches(n, bs, perm), state)
@@ -472,15 +470,7 @@ def train_parallel(
                     raise Interrupted(f"interrupted by signal {signum}: {where}continue with --resume", 128 + signum)
                 return None
             train_acc, test_acc = _sharded_accuracy(run)
-            record = {
-                "epoch": state.epoch + 1,
-                "loss": state.epoch_loss / n,
-                "train_accuracy": train_acc,
-                "test_accuracy": test_acc,
-                "seconds": time.perf_counter() - t_epoch,
-            }
-            state.history.append(record)
-            state.epoch, state.step, state.epoch_rng, state.epoch_loss = state.epoch + 1, 0, None, 0.0
+            record = state.end_epoch(n, train_acc, test_acc, time.perf_counter() - t_epoch)
             if run.bar is not None:
                 run.bar.set_postfix(test=f"{record['test_accuracy']:.3f}")
             state.wall_seconds = wall_before + time.perf_counter() - t_start
@@ -488,8 +478,7 @@ def train_parallel(
                 log.info("epoch %d: loss %.5f, train %.4f, test %.4f", record["epoch"], record["loss"],
                          train_acc, test_acc)
                 signum = run.should_stop() if run.should_stop is not None else 0
-                every = cfg.train.checkpoint_every
-                if out_dir is not None and ((every and state.epoch % every == 0) or state.epoch == cfg.train.epochs
+                if out_dir is not None and (checkpoint_due(cfg, state.epoch)
                                             or (signum and state.epoch < cfg.train.epochs)):
                     _save_state(out_dir, model, learner, method, cfg, state, gen.get_state())
             signum = _agree(run, signum)

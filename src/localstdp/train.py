@@ -94,6 +94,29 @@ class RunState:
     wall_seconds: float = 0.0
     epoch_loss: float = 0.0  # running loss sum of the current epoch
 
+    def epoch_permutation(self, gen: torch.Generator, n: int) -> torch.Tensor:
+        """This epoch's shuffling order. Restores the generator to the epoch's start when resuming
+        mid-epoch, and records that start, so every loop (single-process or parallel) and every
+        resume draws the same permutation."""
+        if self.epoch_rng is not None:
+            gen.set_state(self.epoch_rng)
+        self.epoch_rng = gen.get_state()
+        return torch.randperm(n, generator=gen)
+
+    def end_epoch(self, n: int, train_accuracy: float, test_accuracy: float, seconds: float) -> dict:
+        """Append the finished epoch's record to the history and move to the next epoch."""
+        record = {"epoch": self.epoch + 1, "loss": self.epoch_loss / n, "train_accuracy": train_accuracy,
+                  "test_accuracy": test_accuracy, "seconds": seconds}
+        self.history.append(record)
+        self.epoch, self.step, self.epoch_rng, self.epoch_loss = self.epoch + 1, 0, None, 0.0
+        return record
+
+
+def checkpoint_due(cfg: ExperimentConfig, epoch: int) -> bool:
+    """Whether a checkpoint is written after ``epoch`` completed epochs (every N, and the last)."""
+    every = cfg.train.checkpoint_every
+    return bool(every and epoch % every == 0) or epoch == cfg.train.epochs
+
 
 def run_metrics(method: str, cfg: ExperimentConfig, ds: Dataset, model: MLP, state: RunState) -> dict:
     """The metrics.json record of a finished run (the same for single-process and parallel runs)."""
@@ -283,10 +306,7 @@ def train(
     saved_epoch = state.epoch  # the epoch the checkpoint on disk stands at (for messages)
     try:
         while state.epoch < cfg.train.epochs:
-            if state.epoch_rng is not None:
-                gen.set_state(state.epoch_rng)
-            state.epoch_rng = gen.get_state()
-            perm = torch.randperm(n, generator=gen)
+            perm = state.epoch_permutation(gen, n)
             t_epoch = time.perf_counter()
             for b, idx in enumerate(batches(n, bs, perm)):
                 if b < state.step:
@@ -307,26 +327,18 @@ def train(
                         f"interrupted by signal {signum}: checkpoint written to {out_dir / CHECKPOINT}; "
                         "continue with --resume", 128 + signum)
             _check_finite(model, state.epoch, state.step)
-            record = {
-                "epoch": state.epoch + 1,
-                "loss": state.epoch_loss / n,
-                "train_accuracy": _checked_accuracy(model, ds.x_train, ds.y_train, state.epoch),
-                "test_accuracy": _checked_accuracy(model, ds.x_test, ds.y_test, state.epoch),
-                "seconds": time.perf_counter() - t_epoch,
-            }
-            state.history.append(record)
-            state.epoch, state.step, state.epoch_rng, state.epoch_loss = state.epoch + 1, 0, None, 0.0
+            record = state.end_epoch(n, _checked_accuracy(model, ds.x_train, ds.y_train, state.epoch),
+                                     _checked_accuracy(model, ds.x_test, ds.y_test, state.epoch),
+                                     time.perf_counter() - t_epoch)
             if bar is not None:
                 bar.set_postfix(test=f"{record['test_accuracy']:.3f}")
             state.wall_seconds = wall_before + time.perf_counter() - t_start
-            every = cfg.train.checkpoint_every
-            if out_dir is not None and ((every and state.epoch % every == 0) or state.epoch == cfg.train.epochs):
+            signum = should_stop() if should_stop is not None else 0
+            stopping = bool(signum) and state.epoch < cfg.train.epochs
+            if out_dir is not None and (checkpoint_due(cfg, state.epoch) or stopping):  # once, even when stopping
                 _save_state(out_dir, model, learner, method, cfg, state, gen.get_state())
                 saved_epoch = state.epoch
-            signum = should_stop() if should_stop is not None else 0
-            if signum and state.epoch < cfg.train.epochs:
-                if out_dir is not None:
-                    _save_state(out_dir, model, learner, method, cfg, state, gen.get_state())
+            if stopping:
                 raise Interrupted(f"interrupted by signal {signum} after epoch {state.epoch}: checkpoint written; "
                                   "continue with --resume", 128 + signum)
     except DivergenceError as exc:
