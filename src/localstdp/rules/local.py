@@ -26,6 +26,8 @@ class LocalRule:
             model.widths[1:], n_classes, params.association, params.association_density, gen
         )
         self.pre_means: list[torch.Tensor | None] = [None] * len(model.layers)  # params.center > 0 only
+        # per layer: (association map, its (n_classes x n) target table, whether it has untaught NaNs)
+        self._target_tables: dict[int, tuple[torch.Tensor, torch.Tensor, bool]] = {}
 
     @torch.no_grad()
     def pre_mean(self, l: int, pre: torch.Tensor) -> torch.Tensor | None:
@@ -44,7 +46,7 @@ class LocalRule:
         Rows of a cached (n_classes x n) table of association_targets: one contiguous gather per
         batch instead of a strided one (the table is rebuilt when the association map is replaced)."""
         A = self.associations[l]
-        tables = self.__dict__.setdefault("_target_tables", {})
+        tables = self._target_tables
         if l not in tables or tables[l][0] is not A:
             classes = torch.arange(A.shape[1], device=A.device)
             table = association_targets(A, classes, self.params.a_hi, self.params.a_lo).contiguous()
