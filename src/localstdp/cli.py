@@ -155,5 +155,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def entry() -> None:
+    """Console entry point: ``main`` and its exit status, without a broken process group's abort."""
+    code = main()
+    parallel = sys.modules.get("localstdp.parallel")
+    if parallel is not None:
+        parallel.exit_if_group_left(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -562,6 +562,19 @@ def run(
             dist.destroy_process_group()
 
 
+def exit_if_group_left(code: int) -> None:
+    """End the process at once when a process group is still open.
+
+    After a peer failure :func:`run` leaves the group open on purpose (leaving would wait on the dead
+    or hung peer); at interpreter exit its C++ destructor then finds a timed-out collective and calls
+    std::terminate (SIGABRT instead of our exit status). So flush and exit without running it."""
+    if dist.is_available() and dist.is_initialized():
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def _worker(cfg, method, out, mode, dataset, resume, progress, timeout, threads, log_level, keep_model):
     """Entry point of a worker started by :func:`launch` (a fresh process)."""
     torch.set_num_threads(threads)
@@ -572,6 +585,7 @@ def _worker(cfg, method, out, mode, dataset, resume, progress, timeout, threads,
                 timeout=timeout)
     except LocalSTDPError as exc:
         log.error("localstdp: error: %s", exc)
+        exit_if_group_left(exc.exit_code)
         sys.exit(exc.exit_code)
     if m is not None and not keep_model:
         m.pop("model")
