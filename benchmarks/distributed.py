@@ -90,7 +90,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for bs in args.batch_size:
         base = None
-        for mode, ranks, threads in CONFIGS:
+        for mode, _ranks, threads in CONFIGS:
             v = [r["examples_per_s"] for r in raw
                  if r["batch_size"] == bs and r["mode"] == mode and r["threads_per_rank"] == threads]
             if not v:

@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--subset", type=int, default=0, help="keep the first N training examples (quick screening)")
+    ap.add_argument("--history", action="store_true", help="also print test accuracy after every epoch")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     cfg = override(load_config(args.config), args.set)
@@ -64,6 +65,10 @@ def main(argv=None) -> int:
         print(json.dumps({"variant": args.variant, "method": args.method, "seed": seed, "sets": args.set,
                           "test": round(m["test_accuracy"], 4), "train": round(m["train_accuracy"], 4),
                           "best_epoch_test": round(best, 4), "s": round(time.perf_counter() - t0, 1)}), flush=True)
+        if args.history:
+            print(json.dumps({"seed": seed, "test_by_epoch": [round(h["test_accuracy"], 4) for h in m["history"]],
+                              "train_by_epoch": [round(h.get("train_accuracy", float("nan")), 4)
+                                                 for h in m["history"]]}), flush=True)
     sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
     print(json.dumps({"variant": args.variant, "method": args.method, "sets": args.set, "n": len(accs),
                       "mean": round(statistics.mean(accs), 4), "std": round(sd, 4)}), flush=True)

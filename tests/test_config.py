@@ -49,6 +49,7 @@ def write(tmp_path, text):
         ('[data]\nname = "iris"\n[rule]\nmode = "spikes"', "rule.mode"),
         ('[data]\nname = "iris"\n[backprop]\noptimizer = "rmsprop"', "backprop.optimizer"),
         ('[data]\nname = "iris"\n[train]\nepochs = true', "expected int"),
+        ('[data]\nname = "iris"\n[train]\nlr_schedule = "step"', "train.lr_schedule = 'step': expected one of"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, text, message):
@@ -64,6 +65,19 @@ def test_overrides_revalidate_and_keep_eta_in_sync():
     assert (new.train.seed, new.train.epochs, new.rule.eta) == (4, 2, 0.7)
     with pytest.raises(ConfigError, match="train.epochs"):
         cfg.with_overrides(epochs=0)
+
+
+def test_lr_factor_schedules():
+    from localstdp.config import lr_factor
+
+    total = 8
+    assert [lr_factor("constant", s, total) for s in range(total)] == [1.0] * total
+    assert [lr_factor("linear", s, total) for s in range(total)] == [1 - s / 8 for s in range(total)]
+    cos = [lr_factor("cosine", s, total) for s in range(total)]
+    assert cos[0] == 1.0 and cos[4] == pytest.approx(0.5) and cos[2] == pytest.approx(0.5 + 0.5 ** 1.5)
+    assert all(a > b > 0 for a, b in zip(cos, cos[1:]))  # falls, never reaches zero inside the run
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        lr_factor("exp", 0, total)
 
 
 def test_missing_file(tmp_path):

@@ -39,11 +39,11 @@ def synthetic(n_train=70, n_test=23, d=12, k=3, seed=0) -> Dataset:
     return Dataset("synthetic", x[:n_train], y[:n_train], x[n_train:], y[n_train:], k, tuple(range(k)), (d,))
 
 
-def config(mode="rate", epochs=2, hidden=(16, 8, 8), batch_size=16, **rule):
+def config(mode="rate", epochs=2, hidden=(16, 8, 8), batch_size=16, lr_schedule="constant", **rule):
     return config_from_dict({
         "data": {"name": "iris"},  # not loaded: the tests pass the data set in
         "model": {"hidden": list(hidden)},
-        "train": {"epochs": epochs, "batch_size": batch_size, "lr": 0.5, "seed": 3},
+        "train": {"epochs": epochs, "batch_size": batch_size, "lr": 0.5, "seed": 3, "lr_schedule": lr_schedule},
         "rule": {"mode": mode, **rule},
         "backprop": {"optimizer": "adam", "lr": 0.01},
     })
@@ -90,7 +90,7 @@ def test_partition_is_contiguous_and_optimal():
 
 def test_backprop_data_parallel_uses_ddp_and_matches(one_thread):
     # first of the launcher tests: its launch starts the forkserver with torch._dynamo preloaded
-    ds, cfg = synthetic(), config()
+    ds, cfg = synthetic(), config(lr_schedule="cosine")  # every rank follows the schedule
     ref = train(cfg, "backprop", dataset=ds)
     m = parallel.launch(2, cfg, "backprop", None, mode="data", dataset=ds, threads=1, keep_model=True)
     sr, sm = tensors(ref["model"]), tensors(m["model"])
@@ -99,8 +99,9 @@ def test_backprop_data_parallel_uses_ddp_and_matches(one_thread):
     assert [h["loss"] for h in m["history"]] == pytest.approx([h["loss"] for h in ref["history"]], rel=1e-5)
 
 
-@pytest.mark.parametrize("rule", [{"mode": "rate"}, {"mode": "timing"}, {"mode": "rate", "center": 0.9}],
-                         ids=["rate", "timing", "rate-center"])
+@pytest.mark.parametrize("rule", [{"mode": "rate"}, {"mode": "timing"}, {"mode": "rate", "center": 0.9},
+                                  {"mode": "rate", "lr_schedule": "cosine"}],
+                         ids=["rate", "timing", "rate-center", "rate-cosine"])
 def test_pipeline_three_ranks_equals_single_process_bit_for_bit(tmp_path, one_thread, rule):
     ds, cfg = synthetic(), config(**rule)
     ref = train(cfg, "local", tmp_path / "single", dataset=ds)
@@ -127,8 +128,9 @@ def test_pipeline_three_ranks_equals_single_process_bit_for_bit(tmp_path, one_th
         assert torch.equal(single[k], pipe[k]), k
 
 
-def test_data_parallel_two_ranks_matches_single_process(tmp_path, one_thread):
-    ds, cfg = synthetic(), config()
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_data_parallel_two_ranks_matches_single_process(tmp_path, one_thread, schedule):
+    ds, cfg = synthetic(), config(lr_schedule=schedule)
     ref = train(cfg, "local", dataset=ds)
     m = parallel.launch(2, cfg, "local", tmp_path / "data", mode="data", dataset=ds, threads=1, keep_model=True)
     sr, sm = tensors(ref["model"]), tensors(m["model"])

@@ -115,3 +115,49 @@ def test_checkpoint_bytes_do_not_depend_on_the_process(tmp_path):
         subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True)
     blobs = {(tmp_path / n).read_bytes() for n in "abc"}
     assert len(blobs) == 1
+
+
+@pytest.mark.parametrize("method", ["local", "backprop"])
+def test_lr_schedule_scales_every_step_like_a_hand_written_loop(iris, method):
+    import dataclasses
+    import math
+
+    from localstdp.train import batches, make_learner, shuffle_generator
+
+    cfg, ds = iris
+    cfg = cfg.with_overrides(epochs=2, lr_schedule="cosine")
+    got = train(cfg, method, dataset=ds)["model"]
+    # reference: the same loop written out, the rate set by hand before each batch
+    model = build_model(ds.n_features, cfg.model.hidden, ds.n_classes, "sigmoid", cfg.train.seed)
+    learner = make_learner(method, model, cfg, ds.n_classes)
+    gen, n, bs = shuffle_generator(cfg.train.seed), len(ds.y_train), cfg.train.batch_size
+    total, t = cfg.train.epochs * math.ceil(n / bs), 0
+    base = cfg.train.lr if method == "local" else cfg.backprop.lr
+    for _ in range(cfg.train.epochs):
+        for idx in batches(n, bs, torch.randperm(n, generator=gen)):
+            rate = base * 0.5 * (1 + math.cos(math.pi * t / total))
+            if method == "local":
+                learner.params = dataclasses.replace(learner.params, eta=rate)
+            else:
+                for g in learner.optimizer.param_groups:
+                    g["lr"] = rate
+            learner.step(ds.x_train[idx], ds.y_train[idx])
+            t += 1
+    for p1, p2 in zip(got.parameters(), model.parameters()):
+        torch.testing.assert_close(p1, p2, rtol=0, atol=1e-7)
+    constant = train(cfg.with_overrides(lr_schedule="constant"), method, dataset=ds)["model"]
+    assert max(float((p1 - p2).abs().max()) for p1, p2 in zip(got.state_dict().values(), constant.state_dict().values())) > 1e-3
+
+
+def test_lr_schedule_resumes_exactly(tmp_path, iris):
+    from localstdp.train import Interrupted
+
+    cfg, ds = iris
+    cfg = cfg.with_overrides(epochs=3, lr_schedule="linear")
+    full = train(cfg, "backprop", tmp_path / "full", dataset=ds)
+    calls = iter(range(10_000))
+    with pytest.raises(Interrupted):
+        train(cfg, "backprop", tmp_path / "part", dataset=ds, should_stop=lambda: 15 if next(calls) == 20 else 0)
+    resumed = train(cfg, "backprop", tmp_path / "part", dataset=ds, resume=True)
+    for p1, p2 in zip(full["model"].parameters(), resumed["model"].parameters()):
+        assert torch.equal(p1, p2)

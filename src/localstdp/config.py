@@ -97,6 +97,23 @@ class ModelConfig:
             raise ConfigError(f"model.receptive_field = {self.receptive_field!r}: expected 0 (off) or a patch side >= 1")
 
 
+LR_SCHEDULES = ("constant", "cosine", "linear")
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """The learning-rate multiplier of batch ``step`` (0-based, counted over the whole run) of
+    ``total``: 1 for "constant"; 0.5 (1 + cos(pi t)) for "cosine" and 1 - t for "linear", with
+    t = step / total, so the first batch takes the full rate and the last a small positive one."""
+    if schedule == "constant":
+        return 1.0
+    t = min(max(step / total, 0.0), 1.0) if total > 0 else 0.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    if schedule == "linear":
+        return 1.0 - t
+    raise ConfigError(f"train.lr_schedule = {schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The training loop.
@@ -104,6 +121,9 @@ class TrainConfig:
     epochs >= 1; batch_size >= 1; lr > 0 is the LOCAL rule's learning rate eta (backprop's lives
     in [backprop]); seed: initialisation, shuffling and association codes; checkpoint_every:
     write a resumable checkpoint every N epochs (0 = only at the end).
+    lr_schedule: how BOTH methods' learning rates (the local eta and backprop's optimiser lr) change
+    over the run, per batch: "constant" (default), "cosine" (half a cosine from lr to 0) or
+    "linear" (straight from lr to 0); see :func:`lr_factor`.
     """
 
     epochs: int = 30
@@ -111,6 +131,7 @@ class TrainConfig:
     lr: float = 0.5
     seed: int = 0
     checkpoint_every: int = 1
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         for name, ok, what in (
@@ -119,6 +140,7 @@ class TrainConfig:
             ("lr", math.isfinite(self.lr) and self.lr > 0, "a learning rate > 0"),
             ("seed", self.seed >= 0, "an integer >= 0"),
             ("checkpoint_every", self.checkpoint_every >= 0, "an integer >= 0"),
+            ("lr_schedule", self.lr_schedule in LR_SCHEDULES, "one of " + ", ".join(LR_SCHEDULES)),
         ):
             if not ok:
                 raise ConfigError(f"train.{name} = {getattr(self, name)!r}: expected {what}")

@@ -49,7 +49,7 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import atomic_write_text, model_tensors, save_checkpoint
-from .config import ExperimentConfig
+from .config import ExperimentConfig, lr_factor
 from .data import Dataset, load_dataset
 from .errors import ConfigError, DistributedError, DivergenceError, LocalSTDPError
 from .model import MLP, build_model
@@ -208,6 +208,11 @@ class _Run:
     ddp: object = None
     signum: int = 0  # rank 0: the signal that stopped the run mid-epoch
 
+    def set_lr(self, epoch: int, b: int, n_batches: int) -> None:
+        """Every rank scales its learner's rate for batch ``b`` of ``epoch`` (train.lr_schedule)."""
+        t = self.cfg.train
+        self.learner.set_lr_factor(lr_factor(t.lr_schedule, epoch * n_batches + b, t.epochs * n_batches))
+
     @property
     def rank(self) -> int:
         return self.comm.rank
@@ -233,6 +238,7 @@ def _pipeline_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState)
     try:
         for b in range(state.step, len(idx_batches)):
             bsz = len(idx_batches[b])
+            run.set_lr(state.epoch, b, len(idx_batches))
             if first:
                 idx = idx_batches[b]
                 a, y = run.ds.x_train[idx].flatten(1), run.ds.y_train[idx]
@@ -290,6 +296,7 @@ def _data_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState) -> 
         buf = torch.empty(sum(sizes) + 2)
     for b in range(state.step, len(idx_batches)):
         idx = idx_batches[b]
+        run.set_lr(state.epoch, b, len(idx_batches))
         shard = _shard(idx, r, P)
         x, y = run.ds.x_train[shard], run.ds.y_train[shard]
         signum = run.should_stop() if (r == 0 and run.should_stop is not None) else 0

@@ -30,7 +30,7 @@ from .checkpoint import (
     model_tensors,
     save_checkpoint,
 )
-from .config import ExperimentConfig, config_from_dict
+from .config import ExperimentConfig, config_from_dict, lr_factor
 from .data import Dataset, load_dataset
 from .errors import CheckpointError, ConfigError, DivergenceError, LocalSTDPError, OutputError
 from .model import MLP, build_model
@@ -295,6 +295,7 @@ def train(
         atomic_write_text(out_dir / CONFIG, cfg.to_toml())
     n, bs = len(ds.y_train), cfg.train.batch_size
     n_batches = math.ceil(n / bs)
+    total_batches = cfg.train.epochs * n_batches
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -311,6 +312,7 @@ def train(
             for b, idx in enumerate(batches(n, bs, perm)):
                 if b < state.step:
                     continue  # already applied before the checkpoint we resumed from
+                learner.set_lr_factor(lr_factor(cfg.train.lr_schedule, state.epoch * n_batches + b, total_batches))
                 loss = _learner_step(learner, ds.x_train[idx], ds.y_train[idx], state.epoch, b + 1)
                 state.epoch_loss += loss * len(idx)
                 state.step = b + 1

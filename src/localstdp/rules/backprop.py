@@ -56,6 +56,11 @@ class Backprop:
             )
         self.loss_fn = nn.CrossEntropyLoss()
 
+    def set_lr_factor(self, factor: float) -> None:
+        """Scale the optimiser's learning rate to ``factor`` x backprop.lr (train.lr_schedule)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.params.lr * factor
+
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_fn(self.model(x), y)

@@ -3,6 +3,8 @@ the pure updates of :mod:`localstdp.rules.functional` to a model in place."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..model import MLP
@@ -20,6 +22,7 @@ class LocalRule:
     def __init__(self, model: MLP, params: RuleParams, n_classes: int, seed: int = 0):
         self.model = model
         self.params = params
+        self.base_eta = params.eta  # train.lr; set_lr_factor scales it (train.lr_schedule)
         self.n_classes = n_classes
         gen = torch.Generator().manual_seed(int(seed) + 7919)  # association codes, independent of init
         self.associations = make_associations(
@@ -28,6 +31,12 @@ class LocalRule:
         self.pre_means: list[torch.Tensor | None] = [None] * len(model.layers)  # params.center > 0 only
         # per layer: (association map, its (n_classes x n) target table, whether it has untaught NaNs)
         self._target_tables: dict[int, tuple[torch.Tensor, torch.Tensor, bool]] = {}
+
+    def set_lr_factor(self, factor: float) -> None:
+        """Scale the learning rate to ``factor`` x train.lr for the following steps (a schedule)."""
+        eta = self.base_eta * factor
+        if eta != self.params.eta:
+            self.params = dataclasses.replace(self.params, eta=eta)
 
     @torch.no_grad()
     def pre_mean(self, l: int, pre: torch.Tensor) -> torch.Tensor | None:
