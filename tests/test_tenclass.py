@@ -95,15 +95,18 @@ def test_pairs_step_matches_per_synapse_reference(mode):
     assert not torch.equal(model.layers[0].weight[0:3], W0[0:3])
 
 
-@pytest.mark.parametrize("name,eta,center,bp_lr,hidden,rf", [("mnist-10", 0.3, 0.99, 0.003, [1024, 64], 10),
-                                                              ("digits", 0.1, 0.0, 0.01, [128, 64], 0),
-                                                              ("fashion-mnist", 0.1, 0.99, 0.001, [128, 64], 0)])
-def test_tenclass_configs_load(name, eta, center, bp_lr, hidden, rf):
+@pytest.mark.parametrize("name,eta,center,bp_lr,hidden,rf,schedule", [
+    ("mnist-10", 0.3, 0.99, 0.003, [1024, 64], 10, "constant"),
+    ("digits", 0.1, 0.0, 0.01, [128, 64], 0, "constant"),
+    ("fashion-mnist", 0.5, 0.99, 0.004, [2048, 64], 8, "cosine"),
+])
+def test_tenclass_configs_load(name, eta, center, bp_lr, hidden, rf, schedule):
     cfg = load_config(CONFIGS / f"{name}.toml")
     assert cfg.rule.association == "pairs" and cfg.rule.eta == cfg.train.lr == eta and cfg.rule.center == center
     assert (cfg.rule.a_hi, cfg.rule.a_lo) == (0.99, 0.01) and cfg.backprop.lr == bp_lr
     assert cfg.data.classes is None  # all ten classes
     assert cfg.model.hidden == hidden and cfg.model.receptive_field == rf
+    assert cfg.train.lr_schedule == schedule
 
 
 def test_digits_ten_classes_local_rule_learns():
