@@ -158,6 +158,13 @@ def test_lr_schedule_resumes_exactly(tmp_path, iris):
     calls = iter(range(10_000))
     with pytest.raises(Interrupted):
         train(cfg, "backprop", tmp_path / "part", dataset=ds, should_stop=lambda: 15 if next(calls) == 20 else 0)
+    # the schedule spans the epoch budget: a different budget on resume is refused, the checkpoint kept
+    from localstdp.errors import CheckpointError
+
+    before = (tmp_path / "part" / "checkpoint.safetensors").read_bytes()
+    with pytest.raises(CheckpointError, match=r"train.epochs: checkpoint 3, config 5.*'linear' spans"):
+        train(cfg.with_overrides(epochs=5), "backprop", tmp_path / "part", dataset=ds, resume=True)
+    assert (tmp_path / "part" / "checkpoint.safetensors").read_bytes() == before
     resumed = train(cfg, "backprop", tmp_path / "part", dataset=ds, resume=True)
     for p1, p2 in zip(full["model"].parameters(), resumed["model"].parameters()):
         assert torch.equal(p1, p2)

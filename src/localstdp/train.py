@@ -217,9 +217,14 @@ def _load_state(out: Path, model, learner, method: str, cfg: ExperimentConfig) -
     tensors, meta = load_checkpoint(path)
     if meta.get("kind") != "checkpoint" or meta.get("method") != method:
         raise CheckpointError(f"{path}: a {meta.get('method')!r} checkpoint cannot resume a {method!r} run")
-    diff = _config_diff(_without_epochs(meta.get("config")), _without_epochs(cfg.to_dict()))
+    if cfg.train.lr_schedule == "constant":  # a longer budget just continues the run
+        diff = _config_diff(_without_epochs(meta.get("config")), _without_epochs(cfg.to_dict()))
+    else:  # the schedule spans train.epochs: another budget would be another run
+        diff = _config_diff(meta.get("config"), cfg.to_dict())
     if diff:
-        raise CheckpointError(f"{path}: written with a different config ({'; '.join(diff[:3])}); "
+        why = (f" (train.lr_schedule = {cfg.train.lr_schedule!r} spans the epoch budget)"
+               if any(d.startswith("train.epochs:") for d in diff) else "")
+        raise CheckpointError(f"{path}: written with a different config ({'; '.join(diff[:3])}){why}; "
                               "resume with the same settings or train into a new --out")
     load_model_tensors(model, tensors, str(path))
     try:
