@@ -168,3 +168,22 @@ def test_lr_schedule_resumes_exactly(tmp_path, iris):
     resumed = train(cfg, "backprop", tmp_path / "part", dataset=ds, resume=True)
     for p1, p2 in zip(full["model"].parameters(), resumed["model"].parameters()):
         assert torch.equal(p1, p2)
+
+
+def test_checkpoint_written_before_lr_schedule_existed_still_resumes(tmp_path, iris):
+    from localstdp.checkpoint import load_checkpoint, save_checkpoint
+    from localstdp.train import Interrupted
+
+    cfg, ds = iris
+    cfg = cfg.with_overrides(epochs=3)
+    full = train(cfg, "local", dataset=ds)
+    calls = iter(range(10_000))
+    with pytest.raises(Interrupted):
+        train(cfg, "local", tmp_path / "old", dataset=ds, should_stop=lambda: 15 if next(calls) == 20 else 0)
+    path = tmp_path / "old" / "checkpoint.safetensors"
+    tensors, meta = load_checkpoint(path)
+    del meta["config"]["train"]["lr_schedule"]  # as written by a version without the key
+    save_checkpoint(path, tensors, meta)
+    resumed = train(cfg, "local", tmp_path / "old", dataset=ds, resume=True)
+    for p1, p2 in zip(full["model"].parameters(), resumed["model"].parameters()):
+        assert torch.equal(p1, p2)

@@ -217,10 +217,15 @@ def _load_state(out: Path, model, learner, method: str, cfg: ExperimentConfig) -
     tensors, meta = load_checkpoint(path)
     if meta.get("kind") != "checkpoint" or meta.get("method") != method:
         raise CheckpointError(f"{path}: a {meta.get('method')!r} checkpoint cannot resume a {method!r} run")
+    old = meta.get("config")
+    try:  # a checkpoint of an older version lacks keys added since: compare with their defaults filled in
+        old = config_from_dict(old).to_dict()
+    except (ConfigError, TypeError, AttributeError):
+        pass  # not a valid config: the diff below names what differs
     if cfg.train.lr_schedule == "constant":  # a longer budget just continues the run
-        diff = _config_diff(_without_epochs(meta.get("config")), _without_epochs(cfg.to_dict()))
+        diff = _config_diff(_without_epochs(old), _without_epochs(cfg.to_dict()))
     else:  # the schedule spans train.epochs: another budget would be another run
-        diff = _config_diff(meta.get("config"), cfg.to_dict())
+        diff = _config_diff(old, cfg.to_dict())
     if diff:
         why = (f" (train.lr_schedule = {cfg.train.lr_schedule!r} spans the epoch budget)"
                if any(d.startswith("train.epochs:") for d in diff) else "")
