@@ -29,22 +29,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tenclass_research import override  # noqa: E402
+from tenclass_research import add_common_args, load, run_seeds  # noqa: E402
 
-from localstdp.config import load_config  # noqa: E402
-from localstdp.data import load_dataset  # noqa: E402
 from localstdp.rules import LEARNERS  # noqa: E402
 from localstdp.rules.fused import apply_local_update_  # noqa: E402
 from localstdp.rules.local import LocalRule  # noqa: E402
-from localstdp.train import train  # noqa: E402
 
 OPT = dict(center=0.0, momentum=0.0, pairs="", pwta=0, k=0, loser="hold", homeo=0.0, wnorm=0.0, lrdecay=0.0)
 
@@ -136,25 +131,17 @@ class Prototype(LocalRule):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default="configs/mnist-10.toml")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--set", action="append", default=[])
+    add_common_args(ap, config="configs/mnist-10.toml")
     ap.add_argument("--opt", action="append", default=[])
-    ap.add_argument("--subset", type=int, default=0)
     a = ap.parse_args(argv)
+    if a.method != "local":
+        raise SystemExit("the prototypes are variants of the local rule: --method local only")
     for o in a.opt:
         k, v = o.split("=")
         OPT[k] = v if isinstance(OPT[k], str) else type(OPT[k])(v)
-    torch.set_num_threads(1)
     LEARNERS["local"] = Prototype  # this process only
-    cfg = override(load_config(a.config), a.set)
-    ds = load_dataset(cfg.data)
-    if a.subset:
-        ds = dataclasses.replace(ds, x_train=ds.x_train[: a.subset], y_train=ds.y_train[: a.subset])
-    accs = [train(cfg.with_overrides(seed=s), "local", dataset=ds)["test_accuracy"] for s in a.seeds]
-    sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-    print(json.dumps({"opt": OPT, "sets": a.set, "accs": [round(x, 4) for x in accs],
-                      "mean": round(statistics.mean(accs), 4), "std": round(sd, 4)}), flush=True)
+    cfg, ds = load(a)
+    run_seeds(a, cfg, ds, {"opt": dict(OPT)})
     return 0
 
 

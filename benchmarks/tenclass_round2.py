@@ -36,25 +36,18 @@ Usage (prints one JSON line per seed and a summary line):
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tenclass_research import override  # noqa: E402
+from tenclass_research import add_common_args, load, run_seeds  # noqa: E402
 
-from localstdp.config import load_config  # noqa: E402
-from localstdp.data import load_dataset  # noqa: E402
 from localstdp.rules import LEARNERS  # noqa: E402
 from localstdp.rules.backprop import Backprop  # noqa: E402
 from localstdp.rules.local import LocalRule  # noqa: E402
-from localstdp.train import train  # noqa: E402
 
 OPT = dict(mask=0.0, rf=0, rescale=0, groups=0, decor=0.0, adam=0.0, b2=0.999, precond=0.0, players="0", pevery=50, abstain=-1.0, abstainw=1.0)
 
@@ -190,35 +183,17 @@ class MaskedBackprop(Backprop):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default="configs/mnist-10.toml")
-    ap.add_argument("--method", default="local")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--set", action="append", default=[])
+    add_common_args(ap, config="configs/mnist-10.toml")
     ap.add_argument("--opt", action="append", default=[])
-    ap.add_argument("--subset", type=int, default=0)
     a = ap.parse_args(argv)
     for o in a.opt:
         k, v = o.split("=")
         if k not in OPT:
             raise SystemExit(f"unknown --opt {k}")
         OPT[k] = type(OPT[k])(v)
-    torch.set_num_threads(1)
     LEARNERS["local"], LEARNERS["backprop"] = MaskedLocal, MaskedBackprop  # this process only
-    cfg = override(load_config(a.config), a.set)
-    ds = load_dataset(cfg.data)
-    if a.subset:
-        ds = dataclasses.replace(ds, x_train=ds.x_train[: a.subset], y_train=ds.y_train[: a.subset])
-    accs = []
-    for s in a.seeds:
-        t0 = time.perf_counter()
-        m = train(cfg.with_overrides(seed=s), a.method, dataset=ds)
-        accs.append(m["test_accuracy"])
-        print(json.dumps({"method": a.method, "opt": a.opt, "sets": a.set, "seed": s,
-                          "test": round(m["test_accuracy"], 4), "train": round(m["train_accuracy"], 4),
-                          "s": round(time.perf_counter() - t0, 1)}), flush=True)
-    sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-    print(json.dumps({"method": a.method, "opt": a.opt, "sets": a.set, "n": len(accs),
-                      "mean": round(statistics.mean(accs), 4), "std": round(sd, 4)}), flush=True)
+    cfg, ds = load(a)
+    run_seeds(a, cfg, ds, {"opt": a.opt})
     return 0
 
 

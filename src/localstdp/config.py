@@ -104,9 +104,9 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
     """The learning-rate multiplier of batch ``step`` (0-based, counted over the whole run) of
     ``total``: 1 for "constant"; 0.5 (1 + cos(pi t)) for "cosine" and 1 - t for "linear", with
     t = step / total, so the first batch takes the full rate and the last a small positive one."""
+    t = step / total
     if schedule == "constant":
         return 1.0
-    t = min(max(step / total, 0.0), 1.0) if total > 0 else 0.0
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * t))
     if schedule == "linear":

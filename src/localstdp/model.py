@@ -29,6 +29,14 @@ class MLP(nn.Module):
         self.activation = activation
         self.f = ACTIVATIONS[activation]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        # fixed first-layer connectivity (build_model's receptive_field): 0/1 (n_h1, n_in), or None
+        self.register_buffer("in_mask", None, persistent=False)
+
+    @torch.no_grad()
+    def keep_connectivity_(self) -> None:
+        """Reset the first layer's absent synapses (``in_mask`` == 0) to zero; no-op without a mask."""
+        if self.in_mask is not None:
+            self.layers[0].weight.mul_(self.in_mask)
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
@@ -91,11 +99,8 @@ def build_model(n_in: int, hidden, n_out: int, activation: str, seed: int, recep
     """
     model = MLP(n_in, hidden, n_out, activation)
     model.reset_parameters(torch.Generator().manual_seed(int(seed)))
-    model.register_buffer("in_mask", None, persistent=False)
     if receptive_field:
         gen = torch.Generator().manual_seed(int(seed) * 7 + 104729)
-        mask = receptive_field_mask(model.widths[1], model.widths[0], int(receptive_field), gen)
-        model.in_mask = mask
-        with torch.no_grad():
-            model.layers[0].weight.mul_(mask)
+        model.in_mask = receptive_field_mask(model.widths[1], model.widths[0], int(receptive_field), gen)
+        model.keep_connectivity_()
     return model

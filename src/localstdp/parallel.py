@@ -49,7 +49,7 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import atomic_write_text, model_tensors, save_checkpoint
-from .config import ExperimentConfig, lr_factor
+from .config import ExperimentConfig
 from .data import Dataset, load_dataset
 from .errors import ConfigError, DistributedError, DivergenceError, LocalSTDPError
 from .model import MLP, build_model
@@ -68,6 +68,7 @@ from .train import (
     checkpoint_due,
     make_learner,
     run_metrics,
+    schedule_lr,
     shuffle_generator,
 )
 
@@ -208,11 +209,6 @@ class _Run:
     ddp: object = None
     signum: int = 0  # rank 0: the signal that stopped the run mid-epoch
 
-    def set_lr(self, epoch: int, b: int, n_batches: int) -> None:
-        """Every rank scales its learner's rate for batch ``b`` of ``epoch`` (train.lr_schedule)."""
-        t = self.cfg.train
-        self.learner.set_lr_factor(lr_factor(t.lr_schedule, epoch * n_batches + b, t.epochs * n_batches))
-
     @property
     def rank(self) -> int:
         return self.comm.rank
@@ -238,7 +234,7 @@ def _pipeline_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState)
     try:
         for b in range(state.step, len(idx_batches)):
             bsz = len(idx_batches[b])
-            run.set_lr(state.epoch, b, len(idx_batches))
+            schedule_lr(run.learner, run.cfg, state.epoch, b, len(idx_batches))
             if first:
                 idx = idx_batches[b]
                 a, y = run.ds.x_train[idx].flatten(1), run.ds.y_train[idx]
@@ -296,7 +292,7 @@ def _data_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState) -> 
         buf = torch.empty(sum(sizes) + 2)
     for b in range(state.step, len(idx_batches)):
         idx = idx_batches[b]
-        run.set_lr(state.epoch, b, len(idx_batches))
+        schedule_lr(run.learner, run.cfg, state.epoch, b, len(idx_batches))
         shard = _shard(idx, r, P)
         x, y = run.ds.x_train[shard], run.ds.y_train[shard]
         signum = run.should_stop() if (r == 0 and run.should_stop is not None) else 0
@@ -327,9 +323,7 @@ def _data_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState) -> 
             except RuntimeError as exc:
                 raise comm.fail(f"averaging the gradients of batch {b + 1}", exc) from None
             opt.step()
-            if run.model.in_mask is not None:  # fixed first-layer connectivity (model.receptive_field)
-                with torch.no_grad():
-                    run.model.layers[0].weight.mul_(run.model.in_mask)
+            run.model.keep_connectivity_()  # fixed first-layer connectivity (model.receptive_field)
             red = comm.all_reduce(torch.tensor([float(ce.detach()), float(stop_now)], dtype=torch.float64),
                                   f"summing the loss of batch {b + 1}")
             loss = float(red[0]) / len(idx)

@@ -62,6 +62,13 @@ def _receptive_field(cfg: ExperimentConfig, ds: Dataset) -> int:
     return S
 
 
+def schedule_lr(learner, cfg: ExperimentConfig, epoch: int, batch: int, n_batches: int) -> None:
+    """Set ``learner``'s rate for batch ``batch`` (0-based) of ``epoch`` (train.lr_schedule); every
+    loop (single-process, pipeline stage, data-parallel rank) calls this before each batch."""
+    t = cfg.train
+    learner.set_lr_factor(lr_factor(t.lr_schedule, epoch * n_batches + batch, t.epochs * n_batches))
+
+
 def make_learner(method: str, model: MLP, cfg: ExperimentConfig, n_classes: int):
     if method not in LEARNERS:
         raise LocalSTDPError(f"unknown method {method!r}; expected one of {', '.join(LEARNERS)}")
@@ -305,7 +312,6 @@ def train(
         atomic_write_text(out_dir / CONFIG, cfg.to_toml())
     n, bs = len(ds.y_train), cfg.train.batch_size
     n_batches = math.ceil(n / bs)
-    total_batches = cfg.train.epochs * n_batches
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -322,7 +328,7 @@ def train(
             for b, idx in enumerate(batches(n, bs, perm)):
                 if b < state.step:
                     continue  # already applied before the checkpoint we resumed from
-                learner.set_lr_factor(lr_factor(cfg.train.lr_schedule, state.epoch * n_batches + b, total_batches))
+                schedule_lr(learner, cfg, state.epoch, b, n_batches)
                 loss = _learner_step(learner, ds.x_train[idx], ds.y_train[idx], state.epoch, b + 1)
                 state.epoch_loss += loss * len(idx)
                 state.step = b + 1

@@ -66,10 +66,7 @@ class Backprop:
         loss = self.loss_fn(self.model(x), y)
         loss.backward()
         self.optimizer.step()
-        mask = getattr(self.model, "in_mask", None)
-        if mask is not None:  # fixed connectivity of the first layer (build_model's receptive_field)
-            with torch.no_grad():
-                self.model.layers[0].weight.mul_(mask)
+        self.model.keep_connectivity_()  # fixed first-layer connectivity (build_model's receptive_field)
         return float(loss.detach())
 
     def state_tensors(self) -> dict[str, torch.Tensor]:

@@ -77,7 +77,7 @@ class LocalRule:
     def _masked(self, l: int, dW: torch.Tensor, db: torch.Tensor, pre_mean: torch.Tensor | None):
         """Fixed connectivity (``model.in_mask``, first layer only): absent synapses do not change,
         and the covariance rule's bias term -dW m counts only the synapses that exist."""
-        mask = getattr(self.model, "in_mask", None) if l == 0 else None
+        mask = self.model.in_mask if l == 0 else None
         if mask is None:
             return dW, db
         kept = dW * mask
@@ -94,7 +94,7 @@ class LocalRule:
         """Layer ``l``'s update applied in place (no weight-sized dW: rules/fused.py). ``step`` runs
         exactly this per layer, so a pipeline stage calling it reproduces ``step`` bit for bit."""
         layer = self.model.layers[l]
-        if l == 0 and getattr(self.model, "in_mask", None) is not None:
+        if l == 0 and self.model.in_mask is not None:
             self.apply_layer(l, *self.layer_update(l, pre, post, y))  # fixed connectivity: masked dW
             return
         target = self.taught_targets(l, y, post)  # NaN: not taught on this label (pairs codes)
