@@ -45,7 +45,8 @@ class _StopFlag:
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train one model (local rule or backprop) from a config")
     p.add_argument("--config", required=True, help="TOML config file")
-    p.add_argument("--rule", choices=["local", "backprop"], default="local", help="training method")
+    p.add_argument("--rule", choices=["local", "backprop", "backprop-mse"], default="local",
+                   help="training method (backprop-mse: sigmoid outputs, squared error to the rule's targets)")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--out", required=True, help="run directory (created)")

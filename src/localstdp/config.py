@@ -42,7 +42,10 @@ class DataConfig:
     label: the CSV column holding the label (a header name or a 0-based index; default: last).
     test_fraction: share of examples held out (stratified, seeded by split_seed), in (0, 1);
         IDX data uses the files' own train/test split.
-    split_seed: seed of the train/test split (the same split for every training seed).
+    val_fraction: share of the TRAINING split carved off as the validation split (stratified,
+        seeded by split_seed), in [0, 1); default 0.15. Every setting (learning rates, weight
+        decay, early-stopping and matched epochs) is chosen on it; 0 = no validation split.
+    split_seed: seed of the train/test and train/validation splits (the same for every training seed).
     """
 
     name: str = "iris"
@@ -52,6 +55,7 @@ class DataConfig:
     checksums: list[str] | None = None
     label: str | int | None = None
     test_fraction: float = 0.3
+    val_fraction: float = 0.15
     split_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -59,6 +63,8 @@ class DataConfig:
             raise ConfigError(f"data.name = {self.name!r}: expected one of {', '.join(DATASETS)}")
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"data.test_fraction = {self.test_fraction!r}: expected a fraction in (0, 1)")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"data.val_fraction = {self.val_fraction!r}: expected a fraction in [0, 1)")
         if self.classes is not None:
             if len(self.classes) < 2:
                 raise ConfigError(f"data.classes = {self.classes!r}: expected at least two labels")
@@ -147,12 +153,78 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """How a comparison is judged (``localstdp reproduce``).
+
+    equivalence_margin: two methods' clean accuracies are called "equivalent" only when an
+        equivalence test (TOST, 90% paired-bootstrap CI over seeds and test examples) puts their
+        difference inside +-margin AND the difference is not significant; in (0, 1), default 0.01.
+    """
+
+    equivalence_margin: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0 < self.equivalence_margin < 1:
+            raise ConfigError(f"evaluation.equivalence_margin = {self.equivalence_margin!r}: expected a value in (0, 1)")
+
+
+@dataclass(frozen=True)
+class FrontierConfig:
+    """The robustness-accuracy frontier of ``localstdp reproduce`` (one knob at a time, from the
+    task's own settings).
+
+    backprop_weight_decay: backprop's weight decay values (the frontier backprop traces; 0 = plain).
+    local_lr: the local rule's eta values; local_epochs: epoch budgets; local_weight_decay: values
+    of rule.weight_decay. Empty lists sweep nothing along that knob.
+    """
+
+    backprop_weight_decay: list[float] = field(default_factory=lambda: [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2])
+    local_lr: list[float] = field(default_factory=list)
+    local_epochs: list[int] = field(default_factory=list)
+    local_weight_decay: list[float] = field(default_factory=lambda: [1e-3, 1e-2])
+
+    def __post_init__(self) -> None:
+        for name in ("backprop_weight_decay", "local_weight_decay"):
+            if any(not math.isfinite(v) or v < 0 for v in getattr(self, name)):
+                raise ConfigError(f"frontier.{name} = {getattr(self, name)!r}: expected values >= 0")
+        if any(not math.isfinite(v) or v <= 0 for v in self.local_lr):
+            raise ConfigError(f"frontier.local_lr = {self.local_lr!r}: expected learning rates > 0")
+        if any(v < 1 for v in self.local_epochs):
+            raise ConfigError(f"frontier.local_epochs = {self.local_epochs!r}: expected integers >= 1")
+
+
+# The methods of the comparison panel (docs/evaluation.md): each trains the same model from the same
+# seed; ``[methods.<name>]`` in a config holds that method's own settings (tables shaped like the
+# config's sections, e.g. [methods.backprop-wd.backprop] weight_decay = 0.003), chosen by `localstdp tune`.
+PANEL_METHODS = ("local", "backprop", "backprop-wd", "backprop-es", "backprop-mse")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     rule: RuleParams = field(default_factory=RuleParams)
     backprop: BackpropParams = field(default_factory=BackpropParams)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    frontier: FrontierConfig = field(default_factory=FrontierConfig)
+    methods: dict[str, dict] = field(default_factory=dict)
+
+    def for_method(self, name: str) -> ExperimentConfig:
+        """This config with ``[methods.<name>]``'s settings applied (itself when it has none)."""
+        table = self.methods.get(name)
+        if not table:
+            return self
+        return config_from_dict(_merge(self.to_dict() | {"methods": {}}, table))
+
+    def with_sets(self, sets: list[str] | tuple[str, ...]) -> ExperimentConfig:
+        """A copy with ``section.key=value`` overrides (``--set``) applied, validated like the file."""
+        if not sets:
+            return self
+        raw = self.to_dict()
+        for item in sets:
+            raw = _merge(raw, parse_set(item))
+        return config_from_dict(raw)
 
     def with_overrides(self, **train_overrides: Any) -> ExperimentConfig:
         """A copy with some ``[train]`` values replaced (None values are ignored)."""
@@ -166,13 +238,61 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["rule"].pop("eta")  # the local rule's learning rate is train.lr
+        if not d["methods"]:
+            d.pop("methods")
         return _drop_none(d)
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "rule": RuleParams, "backprop": BackpropParams}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "rule": RuleParams, "backprop": BackpropParams,
+            "evaluation": EvaluationConfig, "frontier": FrontierConfig}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """``base`` with ``over`` merged in, recursively (tables merge, values replace)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_set(item: str) -> dict:
+    """``section.key=value`` (``--set``) as a nested table; the value is read as TOML (a number,
+    true/false, a list, a quoted string), else taken as a bare string."""
+    key, sep, value = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) < 2 or not all(parts):
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.lr=0.1")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    table: Any = parsed
+    for p in reversed(parts):
+        table = {p: table}
+    return table
+
+
+def _build_methods(raw: Any) -> dict[str, dict]:
+    """Validate ``[methods.<name>]``: known method names, each table a valid partial config."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[methods] must be a table, got {type(raw).__name__}")
+    for name, table in raw.items():
+        if name not in PANEL_METHODS:
+            raise ConfigError(f"unknown method [methods.{name}]{_suggest(name, list(PANEL_METHODS))}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"[methods.{name}] must be a table of sections, got {type(table).__name__}")
+        for section, sub in table.items():
+            if section not in SECTIONS or section == "data":
+                valid = [s for s in SECTIONS if s != "data"]
+                raise ConfigError(f"unknown section [methods.{name}.{section}]{_suggest(section, valid)}")
+            try:
+                _build(section, SECTIONS[section], sub)
+            except ConfigError as exc:
+                raise ConfigError(f"[methods.{name}]: {exc}") from None
+    return {k: dict(v) for k, v in raw.items()}
 
 
 def _drop_none(d: dict) -> dict:
@@ -232,13 +352,17 @@ def _build(section: str, cls: type, table: Any):
 def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
     """Validate a parsed TOML document into an :class:`ExperimentConfig`."""
     for key in raw:
-        if key not in SECTIONS:
-            raise ConfigError(f"unknown section [{key}]{_suggest(key, list(SECTIONS))}")
+        if key not in SECTIONS and key != "methods":
+            raise ConfigError(f"unknown section [{key}]{_suggest(key, [*SECTIONS, 'methods'])}")
     if "name" not in raw.get("data", {}):
         raise ConfigError("data.name is required (one of " + ", ".join(DATASETS) + ")")
     parts = {name: _build(name, cls, raw.get(name, {})) for name, cls in SECTIONS.items()}
     parts["rule"] = dataclasses.replace(parts["rule"], eta=parts["train"].lr)
-    return ExperimentConfig(**parts)
+    methods = _build_methods(raw.get("methods", {}))
+    cfg = ExperimentConfig(**parts, methods=methods)
+    for name in methods:
+        cfg.for_method(name)  # each method's merged config must be valid as a whole (e.g. a_lo < a_hi)
+    return cfg
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

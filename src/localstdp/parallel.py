@@ -317,7 +317,7 @@ def _data_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState) -> 
         else:  # backprop: DistributedDataParallel averages the gradients during backward
             opt = run.learner.optimizer
             opt.zero_grad(set_to_none=True)
-            ce = torch.nn.functional.cross_entropy(run.ddp(x), y, reduction="sum")
+            ce = run.learner.loss_sum(run.ddp(x), y)  # the learner's own loss (CE, or MSE for backprop-mse)
             try:
                 (ce * (P / len(idx))).backward()  # DDP divides by P: the mean over the whole batch
             except RuntimeError as exc:
@@ -363,17 +363,19 @@ def _sync_model(run: _Run) -> None:
 
 
 @torch.no_grad()
-def _sharded_accuracy(run: _Run) -> tuple[float, float]:
-    """Train and test accuracy, each rank predicting a shard; counts summed with all_reduce."""
+def _sharded_accuracy(run: _Run) -> tuple[float | None, float | None, float | None]:
+    """Train, test and validation accuracy (None without a validation split), each rank predicting
+    a shard; counts summed with all_reduce."""
     ds, r, P = run.ds, run.rank, run.world
-    counts = torch.zeros(2, dtype=torch.int64)
-    for i, (x, y) in enumerate(((ds.x_train, ds.y_train), (ds.x_test, ds.y_test))):
+    counts = torch.zeros(3, dtype=torch.int64)
+    for i, (x, y) in enumerate(((ds.x_train, ds.y_train), (ds.x_test, ds.y_test), (ds.x_val, ds.y_val))):
         xs, ys = _shard(x, r, P), _shard(y, r, P)
         if len(ys):
             counts[i] = int((run.model.predict(xs) == ys).sum())
     run.comm.all_reduce(counts, "summing the accuracy counts")
-    n = (len(ds.y_train), len(ds.y_test))
-    return tuple(float(c) / k if k else float("nan") for c, k in zip(counts.tolist(), n))
+    n = (len(ds.y_train), len(ds.y_test), len(ds.y_val))
+    train_acc, test_acc, val_acc = (float(c) / k if k else None for c, k in zip(counts.tolist(), n))
+    return train_acc, test_acc, val_acc
 
 
 def _setup(cfg: ExperimentConfig, method: str, mode: str, ds: Dataset, timeout: float, should_stop=None) -> _Run:
@@ -385,7 +387,7 @@ def _setup(cfg: ExperimentConfig, method: str, mode: str, ds: Dataset, timeout: 
     L = len(model.layers)
     stages = partition_layers(layer_costs(model.widths), comm.world) if mode == "pipeline" else [(0, L)] * comm.world
     run = _Run(comm, mode, method, cfg, ds, model, learner, stages, should_stop)
-    if method == "backprop" and mode == "data":
+    if method != "local" and mode == "data":
         from torch.nn.parallel import DistributedDataParallel
 
         run.ddp = DistributedDataParallel(model)  # the MLP has no buffers to synchronise
@@ -470,8 +472,8 @@ def train_parallel(
                     where = f"checkpoint written to {out_dir / CHECKPOINT}; " if out_dir is not None else ""
                     raise Interrupted(f"interrupted by signal {signum}: {where}continue with --resume", 128 + signum)
                 return None
-            train_acc, test_acc = _sharded_accuracy(run)
-            record = state.end_epoch(n, train_acc, test_acc, time.perf_counter() - t_epoch)
+            train_acc, test_acc, val_acc = _sharded_accuracy(run)
+            record = state.end_epoch(n, train_acc, test_acc, time.perf_counter() - t_epoch, val_acc)
             if run.bar is not None:
                 run.bar.set_postfix(test=f"{record['test_accuracy']:.3f}")
             state.wall_seconds = wall_before + time.perf_counter() - t_start
@@ -624,7 +626,7 @@ def launch(
     # forkserver: one process imports torch and this package once, then forks every worker
     # (spawn would import them in each worker; fork would copy the caller's threads). DDP's
     # first construction imports torch._dynamo (seconds): preload it for backprop runs.
-    multiprocessing.set_forkserver_preload(["localstdp.parallel"] + (["torch._dynamo"] if method == "backprop" else []))
+    multiprocessing.set_forkserver_preload(["localstdp.parallel"] + (["torch._dynamo"] if method != "local" else []))
     lc = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"localstdp-{uuid.uuid4().hex[:12]}",
         rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", rdzv_configs={"timeout": max(60, int(timeout))},

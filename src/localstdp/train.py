@@ -72,6 +72,8 @@ def schedule_lr(learner, cfg: ExperimentConfig, epoch: int, batch: int, n_batche
 def make_learner(method: str, model: MLP, cfg: ExperimentConfig, n_classes: int):
     if method not in LEARNERS:
         raise LocalSTDPError(f"unknown method {method!r}; expected one of {', '.join(LEARNERS)}")
+    if method == "backprop-mse":  # the local rule's own bounded targets
+        return LEARNERS[method](model, cfg.backprop, n_classes, cfg.train.seed, a_hi=cfg.rule.a_hi, a_lo=cfg.rule.a_lo)
     params = cfg.rule if method == "local" else cfg.backprop
     return LEARNERS[method](model, params, n_classes, cfg.train.seed)
 
@@ -110,10 +112,12 @@ class RunState:
         self.epoch_rng = gen.get_state()
         return torch.randperm(n, generator=gen)
 
-    def end_epoch(self, n: int, train_accuracy: float, test_accuracy: float, seconds: float) -> dict:
-        """Append the finished epoch's record to the history and move to the next epoch."""
+    def end_epoch(self, n: int, train_accuracy: float, test_accuracy: float, seconds: float,
+                  val_accuracy: float | None = None) -> dict:
+        """Append the finished epoch's record to the history and move to the next epoch.
+        ``val_accuracy`` is None without a validation split (data.val_fraction = 0)."""
         record = {"epoch": self.epoch + 1, "loss": self.epoch_loss / n, "train_accuracy": train_accuracy,
-                  "test_accuracy": test_accuracy, "seconds": seconds}
+                  "val_accuracy": val_accuracy, "test_accuracy": test_accuracy, "seconds": seconds}
         self.history.append(record)
         self.epoch, self.step, self.epoch_rng, self.epoch_loss = self.epoch + 1, 0, None, 0.0
         return record
@@ -135,8 +139,10 @@ def run_metrics(method: str, cfg: ExperimentConfig, ds: Dataset, model: MLP, sta
         "widths": model.widths,
         "epochs": cfg.train.epochs,
         "n_train": len(ds.y_train),
+        "n_val": len(ds.y_val),
         "n_test": len(ds.y_test),
         "train_accuracy": state.history[-1]["train_accuracy"],
+        "val_accuracy": state.history[-1].get("val_accuracy"),
         "test_accuracy": state.history[-1]["test_accuracy"],
         "history": state.history,
         "wall_seconds": state.wall_seconds,
@@ -274,6 +280,7 @@ def train(
     resume: bool = False,
     should_stop: Callable[[], int] | None = None,
     step_hook: Callable[[int, int], None] | None = None,
+    keep_epochs: bool = False,
 ) -> dict:
     """Train ``method`` ("local" or "backprop") on ``cfg``; write the run to ``out`` if given.
 
@@ -284,6 +291,9 @@ def train(
         should_stop: polled after every batch; a non-zero return (a signal number) makes the loop
             write a checkpoint and raise :class:`Interrupted`.
         step_hook: called as ``step_hook(epoch, step)`` after every batch (tests use it).
+        keep_epochs: keep a copy of the weights after every epoch trained in this call, returned as
+            ``metrics["epoch_states"][e - 1]`` (a state_dict) for epoch e (early stopping and
+            matched-accuracy comparisons pick an epoch of the full run on validation accuracy).
 
     Returns:
         The metrics dict (also written to ``out/metrics.json``).
@@ -321,6 +331,7 @@ def train(
     t_start = time.perf_counter()
     wall_before = state.wall_seconds
     saved_epoch = state.epoch  # the epoch the checkpoint on disk stands at (for messages)
+    epoch_states: list[dict | None] = [None] * state.epoch  # epochs before a resume were not kept
     try:
         while state.epoch < cfg.train.epochs:
             perm = state.epoch_permutation(gen, n)
@@ -345,9 +356,12 @@ def train(
                         f"interrupted by signal {signum}: checkpoint written to {out_dir / CHECKPOINT}; "
                         "continue with --resume", 128 + signum)
             _check_finite(model, state.epoch, state.step)
+            val = _checked_accuracy(model, ds.x_val, ds.y_val, state.epoch) if ds.has_val else None
             record = state.end_epoch(n, _checked_accuracy(model, ds.x_train, ds.y_train, state.epoch),
                                      _checked_accuracy(model, ds.x_test, ds.y_test, state.epoch),
-                                     time.perf_counter() - t_epoch)
+                                     time.perf_counter() - t_epoch, val)
+            if keep_epochs:
+                epoch_states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
             if bar is not None:
                 bar.set_postfix(test=f"{record['test_accuracy']:.3f}")
             state.wall_seconds = wall_before + time.perf_counter() - t_start
@@ -374,6 +388,8 @@ def train(
                                                                 "widths": model.widths, "config": cfg.to_dict()})
         atomic_write_text(out_dir / METRICS, json.dumps(metrics, indent=2) + "\n")
     metrics["model"] = model  # for in-process callers; not serialised
+    if keep_epochs:
+        metrics["epoch_states"] = epoch_states
     return metrics
 
 

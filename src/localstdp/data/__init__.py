@@ -8,7 +8,7 @@ statistics of the TRAINING split only (test values are clipped into [0, 1]).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,7 +20,10 @@ from ..errors import DataError
 
 @dataclass(frozen=True)
 class Dataset:
-    """A train/test split ready for training. x in [0, 1] (float32), y in 0..K-1 (int64)."""
+    """A train/validation/test split ready for training. x in [0, 1] (float32), y in 0..K-1 (int64).
+
+    The validation split (``x_val``, ``y_val``) is what every setting is chosen on; the test split
+    is read only for the reported numbers."""
 
     name: str
     x_train: torch.Tensor
@@ -30,6 +33,13 @@ class Dataset:
     n_classes: int
     class_labels: tuple  # the original label of class k
     input_shape: tuple[int, ...]  # e.g. (1, 28, 28) for images, (4,) for IRIS
+    # the validation split, carved from the training split (data.val_fraction); empty when 0
+    x_val: torch.Tensor = field(default_factory=lambda: torch.empty(0, 0))
+    y_val: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
+
+    @property
+    def has_val(self) -> bool:
+        return len(self.y_val) > 0
 
     @property
     def n_features(self) -> int:
@@ -94,23 +104,46 @@ def _split(x, y, cfg: DataConfig, source: str):
         raise DataError(f"{source}: cannot split {len(y)} examples with test_fraction {cfg.test_fraction}: {exc}") from None
 
 
-def _minmax(x_train: np.ndarray, x_test: np.ndarray):
+def _val_split(x, y, cfg: DataConfig, source: str):
+    """(x_train, y_train, x_val, y_val): the validation split carved from the training split,
+    stratified and seeded by ``split_seed`` (its own stream, so the test split does not move)."""
+    if cfg.val_fraction == 0:
+        return x, y, x[:0], y[:0]
+    counts = np.bincount(y)
+    if counts.min() < 2:
+        raise DataError(f"{source}: every class needs at least 2 training examples for a validation split "
+                        f"(counts {counts.tolist()}); set data.val_fraction = 0 to train without one")
+    try:
+        x_tr, x_va, y_tr, y_va = train_test_split(x, y, test_size=cfg.val_fraction, random_state=cfg.split_seed + 1,
+                                                  stratify=y)
+    except ValueError as exc:
+        raise DataError(f"{source}: cannot carve a validation split of {cfg.val_fraction} from {len(y)} "
+                        f"training examples: {exc}") from None
+    return x_tr, y_tr, x_va, y_va
+
+
+def _minmax(x_train: np.ndarray, *others: np.ndarray):
     lo, hi = x_train.min(0), x_train.max(0)
     span = np.where(hi > lo, hi - lo, 1.0)
-    return (x_train - lo) / span, np.clip((x_test - lo) / span, 0.0, 1.0)
+    return ((x_train - lo) / span, *(np.clip((x - lo) / span, 0.0, 1.0) for x in others))
 
 
-def _record(name, x_tr, y_tr, x_te, y_te, labels, shape) -> Dataset:
+def _record(name, x_tr, y_tr, x_te, y_te, labels, shape, x_va=None, y_va=None) -> Dataset:
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    lab = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))
+    if x_va is None:
+        x_va, y_va = np.zeros((0, np.shape(x_tr)[1])), np.zeros(0)
     return Dataset(
         name=name,
         x_train=t(x_tr),
-        y_train=torch.from_numpy(np.asarray(y_tr, dtype=np.int64)),
+        y_train=lab(y_tr),
         x_test=t(x_te),
-        y_test=torch.from_numpy(np.asarray(y_te, dtype=np.int64)),
+        y_test=lab(y_te),
         n_classes=len(labels),
         class_labels=labels,
         input_shape=shape,
+        x_val=t(np.reshape(x_va, (len(y_va), np.shape(x_tr)[1]))),
+        y_val=lab(y_va),
     )
 
 
@@ -131,7 +164,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         x_te, y_te, _ = _select_classes(x_te, y_te, None, source + " (test)", keep)
         _check_finite(x_tr, source)
         side = int(round(x_tr.shape[1] ** 0.5))
-        return _record("idx", x_tr / 255.0, y_tr, x_te / 255.0, y_te, labels, (1, side, side))
+        x_tr, y_tr, x_va, y_va = _val_split(x_tr, y_tr, cfg, source)
+        return _record("idx", x_tr / 255.0, y_tr, x_te / 255.0, y_te, labels, (1, side, side), x_va / 255.0, y_va)
     if cfg.name == "csv":
         from .csvfile import read_csv
 
@@ -158,11 +192,12 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     _check_finite(x, source)
     x, y, labels = _select_classes(x, np.asarray(y), cfg.classes, source)
     x_tr, x_te, y_tr, y_te = _split(x, y, cfg, source)
+    x_tr, y_tr, x_va, y_va = _val_split(x_tr, y_tr, cfg, source)
     if cfg.name == "mnist":
-        x_tr, x_te, shape = x_tr / 255.0, x_te / 255.0, (1, 28, 28)
+        x_tr, x_va, x_te, shape = x_tr / 255.0, x_va / 255.0, x_te / 255.0, (1, 28, 28)
     elif cfg.name == "digits":
-        x_tr, x_te, shape = x_tr / 16.0, x_te / 16.0, (1, 8, 8)
-    else:
-        x_tr, x_te = _minmax(x_tr, x_te)
+        x_tr, x_va, x_te, shape = x_tr / 16.0, x_va / 16.0, x_te / 16.0, (1, 8, 8)
+    else:  # tabular: scaled with the statistics of the training part only
+        x_tr, x_va, x_te = _minmax(x_tr, x_va, x_te)
         shape = (x.shape[1],)
-    return _record(cfg.name, x_tr, y_tr, x_te, y_te, labels, shape)
+    return _record(cfg.name, x_tr, y_tr, x_te, y_te, labels, shape, x_va, y_va)

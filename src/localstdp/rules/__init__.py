@@ -6,10 +6,10 @@ A learner is built as ``LEARNERS[name](model, params, n_classes, seed)`` and off
 
 from __future__ import annotations
 
-from .backprop import Backprop, BackpropParams
+from .backprop import Backprop, BackpropMSE, BackpropParams
 from .local import LocalRule
 from .params import RuleParams
 
-LEARNERS = {"local": LocalRule, "backprop": Backprop}
+LEARNERS = {"local": LocalRule, "backprop": Backprop, "backprop-mse": BackpropMSE}
 
-__all__ = ["LEARNERS", "Backprop", "BackpropParams", "LocalRule", "RuleParams"]
+__all__ = ["LEARNERS", "Backprop", "BackpropMSE", "BackpropParams", "LocalRule", "RuleParams"]

@@ -1,6 +1,9 @@
-"""The backpropagation baseline behind the same interface as the local rule.
+"""The backpropagation baselines behind the same interface as the local rule.
 
-Cross-entropy on the logits z^L, gradients from torch.autograd, an optimiser from torch.optim.
+``Backprop``: cross-entropy on the logits z^L, gradients from torch.autograd, an optimiser from
+torch.optim. ``BackpropMSE``: the same, but the sigmoid outputs a^L = sigmoid(z^L) are trained with
+the squared error to the local rule's own bounded targets (a_hi for the label's neuron, a_lo for the
+others): the baseline that differs from the local rule only in how the error reaches each layer.
 """
 
 from __future__ import annotations
@@ -56,6 +59,13 @@ class Backprop:
             )
         self.loss_fn = nn.CrossEntropyLoss()
 
+    def loss_sum(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss summed over the batch (the data-parallel loop divides by the batch)."""
+        return nn.functional.cross_entropy(logits, y, reduction="sum")
+
+    def loss_mean(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(logits, y)
+
     def set_lr_factor(self, factor: float) -> None:
         """Scale the optimiser's learning rate to ``factor`` x backprop.lr (train.lr_schedule)."""
         for group in self.optimizer.param_groups:
@@ -63,7 +73,7 @@ class Backprop:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.model(x), y)
+        loss = self.loss_mean(self.model(x), y)
         loss.backward()
         self.optimizer.step()
         self.model.keep_connectivity_()  # fixed first-layer connectivity (build_model's receptive_field)
@@ -87,3 +97,22 @@ class Backprop:
             state.setdefault(int(idx), {})[key] = value.clone()
         sd["state"] = state
         self.optimizer.load_state_dict(sd)
+
+
+class BackpropMSE(Backprop):
+    """Backprop on the squared error of the sigmoid outputs to the local rule's targets:
+    loss = mean_batch sum_k (sigmoid(z_k) - d_k)^2, d_k = a_hi if k == y else a_lo."""
+
+    name = "backprop-mse"
+
+    def __init__(self, model: MLP, params: BackpropParams, n_classes: int, seed: int = 0,
+                 a_hi: float = 0.9, a_lo: float = 0.1):
+        super().__init__(model, params, n_classes, seed)
+        self.a_hi, self.a_lo = float(a_hi), float(a_lo)
+
+    def loss_sum(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        d = torch.full_like(logits, self.a_lo).scatter_(1, y.view(-1, 1), self.a_hi)
+        return ((torch.sigmoid(logits) - d) ** 2).sum()
+
+    def loss_mean(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.loss_sum(logits, y) / len(y)

@@ -84,8 +84,18 @@ class LocalRule:
         return kept, db if pre_mean is None else db + (dW - kept) @ pre_mean
 
     @torch.no_grad()
+    def decay_layer(self, l: int) -> None:
+        """rule.weight_decay: every synapse of layer ``l`` shrinks by its own value, W *= 1 - eta wd."""
+        wd = self.params.weight_decay
+        if wd > 0:
+            self.model.layers[l].weight.mul_(1.0 - self.params.eta * wd)
+
+    @torch.no_grad()
     def apply_layer(self, l: int, dW: torch.Tensor, db: torch.Tensor) -> None:
+        """Decay (rule.weight_decay), then W += dW, b += db: every path that changes a layer ends here
+        or in learn_layer, which does the same."""
         layer = self.model.layers[l]
+        self.decay_layer(l)
         layer.weight.add_(dW)
         layer.bias.add_(db)
 
@@ -98,6 +108,7 @@ class LocalRule:
             self.apply_layer(l, *self.layer_update(l, pre, post, y))  # fixed connectivity: masked dW
             return
         target = self.taught_targets(l, y, post)  # NaN: not taught on this label (pairs codes)
+        self.decay_layer(l)
         apply_local_update_(layer.weight, layer.bias, pre, post, target, self.params, self.pre_mean(l, pre))
 
     @torch.no_grad()

@@ -67,6 +67,7 @@ class RuleParams:
     timing_backend: str = "auto"
     time_bins: int = 32
     center: float = 0.0
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         def finite(name: str) -> float:
@@ -94,6 +95,7 @@ class RuleParams:
         check("T", self.T > 0, "a coding window > 0")
         check("theta", 0 <= self.theta < 1, "a threshold in [0, 1)")
         check("beta", 0 < self.beta <= 1, "a nudging strength in (0, 1]")
+        check("weight_decay", self.weight_decay >= 0, "a decay >= 0 (0 = off)")
         check("center", 0 <= self.center < 1, "a running-mean momentum in [0, 1) (0 = off)")
         check("association", self.association in ASSOCIATIONS, f"one of {', '.join(ASSOCIATIONS)}")
         check("association_density", 0 < self.association_density < 1, "a fraction in (0, 1)")

@@ -1,0 +1,84 @@
+"""The comparison panel: the local rule and the backprop baselines it must beat (docs/evaluation.md).
+
+Every method trains the same model from the same seed, split and epoch budget; they differ in the
+learner and in settings chosen on the validation split (``localstdp tune``), which a config holds
+in its base sections (``local``, ``backprop``) or in ``[methods.<name>]`` (the variants):
+
+  local         the association-STDP rule (rules/local.py)
+  backprop      cross-entropy + the optimiser of [backprop] (plain: the configs set no weight decay)
+  backprop-wd   the same with weight decay ([methods.backprop-wd.backprop] weight_decay)
+  backprop-es   plain backprop, the weights of the epoch with the best validation accuracy
+  backprop-mse  sigmoid outputs trained with squared error to the local rule's a_hi / a_lo targets
+
+The test split plays no part in any choice: epochs are picked by validation accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import PANEL_METHODS, ExperimentConfig
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PanelMethod:
+    name: str
+    learner: str  # key of localstdp.rules.LEARNERS
+    early_stop: bool  # the reported model is the epoch with the best validation accuracy
+    about: str
+
+
+PANEL: dict[str, PanelMethod] = {
+    "local": PanelMethod("local", "local", False, "the local association-STDP rule"),
+    "backprop": PanelMethod("backprop", "backprop", False, "backprop, cross-entropy, no regularisation"),
+    "backprop-wd": PanelMethod("backprop-wd", "backprop", False, "backprop with weight decay tuned on validation"),
+    "backprop-es": PanelMethod("backprop-es", "backprop", True, "backprop early-stopped on validation"),
+    "backprop-mse": PanelMethod("backprop-mse", "backprop-mse", False,
+                                "backprop, sigmoid outputs, squared error to the rule's targets"),
+}
+assert tuple(PANEL) == PANEL_METHODS
+
+
+def resolve_methods(names) -> list[str]:
+    """Method names in panel order (default: the whole panel); unknown names are a ConfigError."""
+    if not names:
+        return list(PANEL)
+    bad = [n for n in names if n not in PANEL]
+    if bad:
+        raise ConfigError(f"unknown method(s) {', '.join(bad)}; expected any of {', '.join(PANEL)}")
+    return [m for m in PANEL if m in set(names)]
+
+
+def method_config(cfg: ExperimentConfig, name: str) -> ExperimentConfig:
+    """The config ``name`` trains with: the base config plus ``[methods.<name>]``.
+
+    backprop-wd without its own weight decay would be plain backprop under another name: refused."""
+    if name not in PANEL:
+        raise ConfigError(f"unknown method {name!r}; expected one of {', '.join(PANEL)}")
+    out = cfg.for_method(name)
+    if name == "backprop-wd" and out.backprop.weight_decay <= 0:
+        raise ConfigError("backprop-wd needs a weight decay > 0: set [methods.backprop-wd.backprop] weight_decay "
+                          "(choose it with `localstdp tune --rule backprop-wd --grid backprop.weight_decay=...`)")
+    return out
+
+
+def selected_epoch(history: list[dict], early_stop: bool) -> int:
+    """The reported epoch (1-based): the last, or with early stopping the epoch with the highest
+    validation accuracy (ties: the earliest)."""
+    if not early_stop:
+        return len(history)
+    val = [h.get("val_accuracy") for h in history]
+    if any(v is None for v in val):
+        raise ConfigError("early stopping needs a validation split (data.val_fraction > 0)")
+    return int(np.argmax(val)) + 1
+
+
+def closest_epoch(history: list[dict], target: float) -> int:
+    """The epoch (1-based) whose VALIDATION accuracy is closest to ``target``; ties: the earliest."""
+    val = [h.get("val_accuracy") for h in history]
+    if any(v is None for v in val):
+        raise ConfigError("a matched-accuracy comparison needs a validation split (data.val_fraction > 0)")
+    return int(np.argmin([abs(v - target) for v in val])) + 1

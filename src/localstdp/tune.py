@@ -1,0 +1,172 @@
+"""``localstdp tune``: choose a method's settings on the VALIDATION split.
+
+Every point of a grid (the product of ``--grid key=v1,v2,...`` axes) trains the method with
+``train.seed`` = 0..seeds-1; its score is the mean validation accuracy over seeds (of the last
+epoch, or of the best epoch for the early-stopped ``backprop-es``). The highest score wins; ties go
+to the earlier grid point. The test split is removed from the data before training, so no choice
+can depend on it. Outputs (``--out DIR``): ``tune.json`` (every point and seed), ``tune.md`` (the
+table) and ``config.toml`` (the input config with the chosen values: in the base sections for
+``local`` and ``backprop``, in ``[methods.<name>]`` for the panel's variants).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import time
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import atomic_write_text
+from .config import ExperimentConfig, _merge, config_from_dict
+from .data import Dataset, load_dataset
+from .errors import ConfigError, OutputError
+from .methods import PANEL, method_config, selected_epoch
+from .train import train
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list]:
+    """``key=v1,v2,...`` axes (values read as TOML, e.g. 0.1 / true / "cosine" / [128, 64])."""
+    grid: dict[str, list] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or "." not in key or not values.strip():
+            raise ConfigError(f"--grid {item!r}: expected section.key=v1,v2,..., e.g. train.lr=0.05,0.1,0.2")
+        try:
+            vals = tomllib.loads(f"v = [{values}]")["v"]
+        except tomllib.TOMLDecodeError:
+            vals = [v.strip() for v in values.split(",")]
+        if key in grid:
+            raise ConfigError(f"--grid {key} is given twice")
+        if len(vals) != len({json.dumps(v) for v in vals}):
+            raise ConfigError(f"--grid {item!r}: a value is listed twice")
+        grid[key] = vals
+    if not grid:
+        raise ConfigError("tune needs at least one --grid key=v1,v2,...")
+    return grid
+
+
+def _point_table(point: dict) -> dict:
+    """{"train.lr": 0.1} -> {"train": {"lr": 0.1}} (nested like a config file)."""
+    table: dict = {}
+    for key, value in point.items():
+        nested = value
+        for part in reversed(key.split(".")):
+            nested = {part: nested}
+        table = _merge(table, nested)
+    return table
+
+
+def apply_point(cfg: ExperimentConfig, method: str, point: dict) -> ExperimentConfig:
+    """``cfg`` with a grid point written where ``method`` reads it: the base sections for local and
+    backprop, ``[methods.<method>]`` for the variants (so the other methods keep their settings)."""
+    table = _point_table(point)
+    if method in ("local", "backprop"):
+        return config_from_dict(_merge(cfg.to_dict(), table))
+    raw = cfg.to_dict()
+    methods = dict(raw.get("methods", {}))
+    methods[method] = _merge(methods.get(method, {}), table)
+    return config_from_dict(raw | {"methods": methods})
+
+
+def without_test(ds: Dataset) -> Dataset:
+    """The data set with its test split removed: what tuning is allowed to see."""
+    return dataclasses.replace(ds, x_test=ds.x_test[:0], y_test=ds.y_test[:0])
+
+
+def tune(cfg: ExperimentConfig, method: str, grid: dict[str, list], seeds: int = 3, *,
+         dataset: Dataset | None = None, epochs: int | None = None, progress: bool = False) -> dict:
+    """Score every grid point on validation accuracy; returns the record written to tune.json
+    (``chosen`` is the winning point, ``config`` the resulting config as a dict)."""
+    if method not in PANEL:
+        raise ConfigError(f"unknown method {method!r}; expected one of {', '.join(PANEL)}")
+    if seeds < 1:
+        raise ConfigError(f"seeds = {seeds!r}: expected an integer >= 1")
+    if cfg.data.val_fraction == 0:
+        raise ConfigError("tune chooses on the validation split: data.val_fraction must be > 0")
+    cfg = cfg.with_overrides(epochs=epochs)
+    keys = list(grid)
+    points = [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))]
+    configs = [apply_point(cfg, method, p) for p in points]  # every point validated before any training
+    spec = PANEL[method]
+    ds = without_test(dataset if dataset is not None else load_dataset(cfg.data))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(points) * seeds, desc=f"tune {method}", unit="run", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    rows = []
+    try:
+        for point, pcfg in zip(points, configs):
+            mcfg = method_config(pcfg, method)
+            vals, eps = [], []
+            for seed in range(seeds):
+                if bar is not None:
+                    bar.set_postfix_str(", ".join(f"{k}={v}" for k, v in point.items()) + f" seed {seed}")
+                m = train(mcfg.with_overrides(seed=seed), spec.learner, None, dataset=ds)
+                e = selected_epoch(m["history"], spec.early_stop)
+                vals.append(float(m["history"][e - 1]["val_accuracy"]))
+                eps.append(e)
+                if bar is not None:
+                    bar.update(1)
+            rows.append({"point": point, "val_accuracy": vals, "mean": float(np.mean(vals)),
+                         "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, "epochs": eps})
+    finally:
+        if bar is not None:
+            bar.close()
+    best = max(range(len(rows)), key=lambda i: (rows[i]["mean"], -i))  # ties: the earlier point
+    return {
+        "method": method,
+        "grid": grid,
+        "seeds": list(range(seeds)),
+        "epochs": cfg.train.epochs,
+        "n_train": len(ds.y_train),
+        "n_val": len(ds.y_val),
+        "points": rows,
+        "chosen": rows[best]["point"],
+        "chosen_mean": rows[best]["mean"],
+        "config": configs[best].to_dict(),
+        "threads": torch.get_num_threads(),
+        "wall_seconds": time.perf_counter() - t0,
+    }
+
+
+def tune_markdown(res: dict, source: str = "") -> str:
+    keys = list(res["grid"])
+    lines = [f"# tune {res['method']}{' on ' + source if source else ''}", "",
+             f"Mean validation accuracy over seeds {res['seeds']} ({res['n_val']} validation examples, "
+             f"{res['n_train']} training, {res['epochs']} epochs); the test split was not read.", "",
+             "| " + " | ".join(keys) + " | val accuracy (mean ± std) | per seed |",
+             "|" + "---|" * (len(keys) + 2)]
+    for r in res["points"]:
+        mark = " **(chosen)**" if r["point"] == res["chosen"] else ""
+        per = ", ".join(f"{v:.3f}" for v in r["val_accuracy"])
+        if PANEL[res["method"]].early_stop:
+            per += f" (epochs {', '.join(map(str, r['epochs']))})"
+        lines.append("| " + " | ".join(str(r["point"][k]) for k in keys)
+                     + f" | {r['mean']:.4f} ± {r['std']:.4f}{mark} | {per} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tune(res: dict, out: str | Path, source: str = "") -> list[Path]:
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output directory {out}: {exc.strerror or exc}") from None
+    paths = [out / "tune.json", out / "tune.md", out / "config.toml"]
+    atomic_write_text(paths[0], json.dumps(res, indent=2) + "\n")
+    atomic_write_text(paths[1], tune_markdown(res, source))
+    header = (f"# chosen by `localstdp tune --rule {res['method']}` on the validation split "
+              f"(mean of seeds {res['seeds']}): {res['chosen']}\n")
+    import tomli_w
+
+    atomic_write_text(paths[2], header + tomli_w.dumps(res["config"]))
+    return paths
