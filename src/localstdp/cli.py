@@ -16,6 +16,7 @@ import sys
 from . import __version__
 from .bench_cli import _add_bench
 from .cli_reproduce import _add_reproduce
+from .cli_tune import _add_tune
 from .errors import LocalSTDPError
 
 
@@ -49,6 +50,8 @@ def _add_train(sub) -> None:
                    help="training method (backprop-mse: sigmoid outputs, squared error to the rule's targets)")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, validated like the file (e.g. train.lr=0.1; repeatable)")
     p.add_argument("--out", required=True, help="run directory (created)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -65,7 +68,7 @@ def cmd_train(args) -> int:
     from .config import load_config
     from .train import train
 
-    cfg = load_config(args.config).with_overrides(seed=args.seed, epochs=args.epochs)
+    cfg = load_config(args.config).with_sets(args.set).with_overrides(seed=args.seed, epochs=args.epochs)
     stop = _StopFlag()
     stop.install()
     several = os.environ.get("WORLD_SIZE", "1") != "1"  # torchrun started several copies of this command
@@ -109,7 +112,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-SUBCOMMANDS = [_add_train, _add_evaluate, _add_reproduce, _add_bench]
+SUBCOMMANDS = [_add_train, _add_evaluate, _add_tune, _add_reproduce, _add_bench]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,4 +1,4 @@
-"""``localstdp reproduce``: the paper's comparison (accuracy and robustness) with statistics.
+"""``localstdp reproduce``: the panel (local rule vs the backprop baselines) and the frontier.
 
 Registered in :data:`localstdp.cli.SUBCOMMANDS`; parses, calls experiments/report, prints.
 """
@@ -10,46 +10,69 @@ import sys
 
 
 def _add_reproduce(sub) -> None:
+    from .config import PANEL_METHODS
     from .experiments import SUITES, TASKS
 
-    p = sub.add_parser("reproduce", help="train both methods on every task x seed, attack them, write tables/plots")
-    p.add_argument("--seeds", type=int, default=5, help="seeds per task and method (train.seed = 0..N-1; default 5)")
+    p = sub.add_parser("reproduce", help="train the panel on every task x seed, attack and certify the models, "
+                       "sweep the robustness-accuracy frontier, write tables/plots")
+    p.add_argument("--seeds", type=int, default=5, help="panel seeds per task and method (train.seed = 0..N-1; default 5)")
+    p.add_argument("--frontier-seeds", type=int, default=3, help="seeds per frontier point (default 3; 0 = no frontier)")
     p.add_argument("--tasks", nargs="+", metavar="TASK", help=f"tasks to run (any of {', '.join(TASKS)})")
     p.add_argument("--suite", default="paper", help=f"named task list when --tasks is not given "
                    f"({', '.join(SUITES)}; default paper)")
-    p.add_argument("--out", required=True, help="output directory (created)")
+    p.add_argument("--methods", nargs="+", metavar="NAME", help=f"panel methods (default all: {' '.join(PANEL_METHODS)})")
+    p.add_argument("--out", required=True, help="output directory (created); finished units go to OUT/units")
+    p.add_argument("--resume", action="store_true", help="reuse the finished units in OUT/units (same settings)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a value of every task's config (repeatable)")
     p.add_argument("--epochs", type=int, help="override train.epochs of every task")
     p.add_argument("--n-attack", type=int, default=500, help="attack at most N test examples per task (fixed "
                    "seeded subset; default 500)")
     p.add_argument("--pgd-steps", type=int, default=40, help="PGD iterations (default 40)")
     p.add_argument("--pgd-restarts", type=int, default=3, help="PGD random starts per loss (default 3)")
     p.add_argument("--square-queries", type=int, default=300, help="Square attack iterations (default 300)")
+    p.add_argument("--no-autoattack", action="store_true", help="leave AutoAttack out of the suite")
+    p.add_argument("--no-certify", action="store_true", help="skip the certified (bound) accuracy")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_reproduce)
 
 
 def cmd_reproduce(args) -> int:
     from .errors import ConfigError
-    from .experiments import GridSettings, resolve_tasks, run_grid
+    from .experiments import GridSettings, resolve_tasks, run_grid, task_config
+    from .methods import resolve_methods
     from .report import write_report
     from .robustness import AttackSettings
 
     try:
+        extra = {"autoattack": False} if args.no_autoattack else {}
         attacks = AttackSettings(pgd_steps=args.pgd_steps, pgd_restarts=args.pgd_restarts,
-                                 square_queries=args.square_queries)
-    except ValueError as exc:
+                                 square_queries=args.square_queries, **extra)
+    except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
-    settings = GridSettings(seeds=args.seeds, epochs=args.epochs, n_attack=args.n_attack, attacks=attacks)
+    methods = tuple(resolve_methods(args.methods))
+    settings = GridSettings(seeds=args.seeds, frontier_seeds=args.frontier_seeds, methods=methods, epochs=args.epochs,
+                            n_attack=args.n_attack, certify=not args.no_certify, attacks=attacks)
     if not args.debug:  # ART logs every attack's success rate at INFO; -v should show our progress only
         logging.getLogger("art").setLevel(logging.WARNING)
     tasks = resolve_tasks(args.tasks, args.suite)
-    print(f"reproduce: tasks {', '.join(tasks)}; {args.seeds} seed(s); local and backprop -> {args.out}",
-          file=sys.stderr)
-    results = run_grid(tasks, settings, progress=not args.no_progress)
+    cfgs = {t: task_config(t).with_sets(args.set) for t in tasks}
+    print(f"reproduce: tasks {', '.join(tasks)}; methods {' '.join(methods)}; {args.seeds} seed(s), frontier "
+          f"{args.frontier_seeds} seed(s) -> {args.out}", file=sys.stderr)
+    try:
+        results = run_grid(cfgs, settings, progress=not args.no_progress, out=args.out, resume=args.resume)
+    except KeyboardInterrupt as exc:
+        from pathlib import Path
+
+        kept = len(list((Path(args.out) / "units").glob("*/*.json")))
+        print(f"localstdp: interrupted: {kept} finished unit(s) kept in {args.out}/units; run the same command "
+              "with --resume to continue", file=sys.stderr)
+        signum = int(getattr(exc, "signum", 2))
+        return 128 + signum
     written = write_report(results, args.out)
     for t, v in results["claims"].items():
-        print(f"{t}: accuracy {v['accuracy']}; robustness (worst case, eps 0.1) {v['robustness_worst']}; "
-              f"FGSM {v['robustness_fgsm']}; matched {v['robustness_matched']}")
+        for s in v.get("sentences", []):
+            print(s)
     print(f"wrote {', '.join(str(p) for p in written[:2])} and {len(written) - 2} plots "
-          f"({results['settings']['wall_seconds']:.0f} s)")
+          f"({results['settings']['wall_seconds']:.0f} s)", file=sys.stderr)
     return 0

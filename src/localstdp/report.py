@@ -1,136 +1,158 @@
 """Tables and plots of a ``reproduce`` results dict: results.json, results.md and PNG figures.
 
 Plots use matplotlib's Agg backend (no display needed). Every number printed comes from the
-results dict; nothing here computes a new statistic except formatting.
+results dict (localstdp.analysis computed the statistics); nothing here computes a new one.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
 from .checkpoint import atomic_write_text
-from .experiments import HEADLINE_EPS, METHODS
-from .robustness import CHECKS, eps_key
 
-ATTACK_ORDER = ("fgsm", "pgd", "square", "random_search", "transfer", "noise", "worst")
-ATTACK_LABELS = {"fgsm": "FGSM", "pgd": "PGD (CE + margin)", "square": "Square (gradient-free)",
-                 "random_search": "random search (gradient-free)", "transfer": "transfer (from other method)",
-                 "noise": "random sign noise", "worst": "worst case per example"}
-METHOD_LABELS = {"local": "local rule", "backprop": "backprop"}
-METHOD_COLORS = {"local": "tab:blue", "backprop": "tab:red"}
-MARKERS = ("o", "x", "s", "^", "v", "D")
+ATTACK_ORDER = ("fgsm", "pgd", "autoattack", "square", "random_search", "transfer", "noise", "worst", "certified")
+METHOD_COLORS = {"local": "tab:blue", "backprop": "tab:red", "backprop-wd": "tab:orange", "backprop-es": "tab:purple",
+                 "backprop-mse": "tab:brown"}
 
 
-def _cell(summary: list[dict], task: str, method: str, metric: str, attack=None, eps=None) -> dict | None:
+def _cell(summary, task, method, metric, attack=None, eps=None):
     return next((s for s in summary if s["task"] == task and s["method"] == method and s["metric"] == metric
                  and s["attack"] == attack and s["eps"] == eps), None)
 
 
-def _fmt(c: dict | None, ci: bool = True) -> str:
+def _fmt(c, boot: bool = False) -> str:
     if c is None:
         return "-"
     s = f"{c['mean']:.3f} ± {c['std']:.3f}"
-    if ci and c["ci95"] is not None:
-        s += f" [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}]"
+    ci = c.get("boot_ci95") if boot else None
+    if ci is not None:
+        s += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
     return s
 
 
 def _p(p) -> str:
     if p is None:
         return "n/a"
-    return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
+    return f"{p:.2g}" if p >= 1e-3 else "< 0.001"
 
 
-def _diff(c: dict) -> str:
-    s = f"{c['diff_mean']:+.3f}"
-    if c["diff_ci95"] is not None:
-        s += f" [{c['diff_ci95'][0]:+.3f}, {c['diff_ci95'][1]:+.3f}]"
-    return s
+def _diff(c) -> str:
+    return f"{c['diff_mean']:+.3f} [{c['diff_ci95'][0]:+.3f}, {c['diff_ci95'][1]:+.3f}]"
+
+
+def _settings(d: dict) -> str:
+    if "a_hi" in d:  # the local rule
+        s = f"eta {d['lr']:g}, targets {d['a_hi']:g}/{d['a_lo']:g}, {d['mode']} mode"
+        return s + (f", weight decay {d['weight_decay']:g}" if d["weight_decay"] else "")
+    s = f"{d['optimizer']} lr {d['lr']:g}"
+    s += f", weight decay {d['weight_decay']:g}" if d["weight_decay"] else ""
+    return s + (", early-stopped on validation" if d.get("early_stopped") else "")
 
 
 def markdown(results: dict) -> str:
-    """The tables a paper would print: accuracy, robustness, checks, matched accuracy, verdicts."""
     st, summary = results["settings"], results["summary"]
-    tasks = list(results["checks"].keys())
-    eps = [eps_key(e) for e in st["attacks"]["eps"]]
-    head = eps_key(HEADLINE_EPS)
-    n_att = {t: next(r["n_attacked"] for r in results["rows"] if r["task"] == t) for t in tasks}
+    tasks = list(results["checks"])
+    methods = st["methods"]
     a = st["attacks"]
     lines = [
-        "# Local association-STDP rule vs backprop: accuracy and adversarial robustness",
+        "# Local association-STDP rule vs a panel of backprop baselines",
         "",
-        (f"Seeds {st['seeds']} (train.seed) per task and method; mean ± sample std [95% t CI] over seeds; "
-         "p: two-sided paired t-test over seeds (local vs backprop, n/a when every difference is identical)."),
-        "Attacked test examples per task: " + ", ".join(f"{t} {n}" for t, n in n_att.items()) +
-        f". L-inf, inputs in [0, 1], untargeted, on the logits with torch.autograd through the ordinary forward "
-        f"(IBM ART). FGSM (CE); PGD {a['pgd_steps']} steps, step 2.5·eps/{a['pgd_steps']}, random start, "
-        f"{a['pgd_restarts']} restarts, CE and margin loss; Square {a['square_queries']} queries (images); "
-        f"random search {a['search_queries']} vertices (tabular); transfer = PGD examples of the other method's "
-        "model of the same seed; worst = per-example minimum over all attacks.",
+        f"Panel seeds {st['seeds']} (train.seed), frontier seeds {st['frontier_seeds']}. Methods: "
+        + ", ".join(methods) + ". Every setting was chosen on the validation split (`localstdp tune`); per task:",
         "",
-        "## Claim 1: clean test accuracy",
+        "| task | " + " | ".join(methods) + " |",
+        "|---|" + "---|" * len(methods),
+        *[f"| {t} | " + " | ".join(_settings(st["tasks"][t]["methods"][m]) for m in methods) + " |" for t in tasks],
         "",
-        "| task | local rule | backprop | local − backprop [95% CI] | p | verdict |",
-        "|---|---|---|---|---|---|",
+        "Mean ± sample std over seeds; [95% CI] from a paired bootstrap over seeds AND test examples "
+        f"({st['n_boot']} replicates); p: bootstrap p-value, Holm-adjusted over every comparison of this run. "
+        "Clean accuracy: \"equivalent\" only when a TOST puts the difference inside the task's margin and it is "
+        "not significant. Robust accuracy: L-inf, inputs in [0, 1], untargeted, on the logits through the "
+        f"ordinary forward (IBM ART): FGSM; PGD {a['pgd_steps']} steps x {a['pgd_restarts']} restarts x (CE, "
+        "margin); AutoAttack (APGD-CE, APGD margin/DLR, Square or random search); Square / random search; "
+        "transfer from every other panel model of the seed; random sign noise; worst = per-example minimum "
+        "over all of them. certified = proven by interval / linear bounds (a lower bound no attack can undercut).",
+        "",
+        "## Clean test accuracy",
+        "",
+        "| task | " + " | ".join(methods) + " |",
+        "|---|" + "---|" * len(methods),
     ]
     for t in tasks:
-        c = next(x for x in results["comparisons"] if x["task"] == t and x["metric"] == "clean_accuracy")
-        lines.append(f"| {t} | {_fmt(_cell(summary, t, 'local', 'clean_accuracy'))} | "
-                     f"{_fmt(_cell(summary, t, 'backprop', 'clean_accuracy'))} | {_diff(c)} | {_p(c['p_value'])} | "
-                     f"{results['claims'][t]['accuracy']} |")
-    lines += ["", f"## Claim 2: robust accuracy at eps = {head}", "",
-              "| task | attack | local rule | backprop | local − backprop [95% CI] | p |", "|---|---|---|---|---|---|"]
-    for t in tasks:
-        for c in results["comparisons"]:
-            if c["task"] != t or c["metric"] != "robust_accuracy":
-                continue
-            at = c["attack"]
-            lines.append(f"| {t} | {at} | {_fmt(_cell(summary, t, 'local', 'robust_accuracy', at, head), False)} | "
-                         f"{_fmt(_cell(summary, t, 'backprop', 'robust_accuracy', at, head), False)} | {_diff(c)} | "
-                         f"{_p(c['p_value'])} |")
+        lines.append(f"| {t} | " + " | ".join(_fmt(_cell(summary, t, m, "clean_accuracy"), True) for m in methods) + " |")
+    for e in ("0.05", "0.1"):
+        lines += ["", f"## Worst-case robust accuracy at eps {e} (certified below it)", "",
+                  "| task | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+        for t in tasks:
+            cells = []
+            for m in methods:
+                w, c = _cell(summary, t, m, "robust_accuracy", "worst", e), _cell(summary, t, m, "robust_accuracy",
+                                                                                  "certified", e)
+                cells.append(_fmt(w) + (f" (cert. {c['mean']:.3f})" if c else ""))
+            lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    lines += ["", "## Local rule − each baseline", "",
+              "| task | baseline | metric | local | baseline | local − baseline [95% CI] | p (Holm) | verdict |",
+              "|---|---|---|---|---|---|---|---|"]
+    for c in results["comparisons"]:
+        metric = "clean" if c["attack"] is None else f"{c['attack']} @ {c['eps']}"
+        lines.append(f"| {c['task']} | {c['baseline']} | {metric} | {c['local_mean']:.3f} | {c['baseline_mean']:.3f} | "
+                     f"{_diff(c)} | {_p(c['p_holm'])} | {c['verdict']} |")
+    eps = [str(float(e)) for e in a["eps"]]
     lines += ["", "## Worst-case robust accuracy vs eps (mean ± std over seeds)", "",
               "| task | method | " + " | ".join(eps) + " |", "|---|---|" + "---|" * len(eps)]
     for t in tasks:
-        for m in METHODS:
+        for m in methods:
             vals = [_cell(summary, t, m, "robust_accuracy", "worst", e) for e in eps]
-            lines.append(f"| {t} | {m} | " + " | ".join(f"{v['mean']:.3f} ± {v['std']:.3f}" if v else "-"
-                                                      for v in vals) + " |")
+            lines.append(f"| {t} | {m} | " + " | ".join(_fmt(v) for v in vals) + " |")
+    names = sorted({k for t in tasks for ch in results["checks"][t].values() for k in ch})
     lines += ["", "## Gradient-masking checks (pass only if every seed passes)", "",
-              "| task | method | " + " | ".join(CHECKS) + " | zero-gradient fraction |",
-              "|---|---|" + "---|" * (len(CHECKS) + 1)]
+              "| task | method | " + " | ".join(names) + " | zero-gradient fraction |",
+              "|---|---|" + "---|" * (len(names) + 1)]
     for t in tasks:
-        for m in METHODS:
-            ch = results["checks"][t][m]
+        for m in methods:
+            ch = results["checks"][t].get(m, {})
             z = _cell(summary, t, m, "zero_gradient_fraction")
             lines.append(f"| {t} | {m} | " + " | ".join({True: "pass", False: "FAIL"}.get(ch.get(k), "n/a")
-                                                      for k in CHECKS) + f" | {z['mean']:.3f} |")
-    lines += ["", f"## Robustness at matched clean accuracy (worst case, eps = {head})", ""]
+                                                      for k in names) + f" | {z['mean']:.3f} |")
+    lines += ["", "## Robustness at matched clean accuracy (worst case)", ""]
     if results["matched_comparisons"]:
-        lines += [("When a seed's clean accuracies differ by more than "
-                   f"{st['match_tol']}, the more accurate method is retrained with fewer epochs (the epoch whose "
-                   "test accuracy is closest to the other's) and attacked again (no transfer on either side)."), "",
-                  ("| task | seeds | early-stopped | clean local / backprop | worst local | worst backprop | "
-                   "local − backprop [95% CI] | p |"), "|---|---|---|---|---|---|---|---|"]
+        lines += [f"Where a seed's validation accuracies differ by more than {st['match_tol']}, the method with the "
+                  "higher one is taken at the epoch of its full run whose validation accuracy is closest to the "
+                  "other's (no transfer on either side); p: paired t-test over those seeds.", "",
+                  "| task | baseline | eps | seeds | taken earlier | clean local / baseline | worst local | "
+                  "worst baseline | p |", "|---|---|---|---|---|---|---|---|---|"]
         for c in results["matched_comparisons"]:
-            lines.append(f"| {c['task']} | {','.join(map(str, c['seeds']))} | {', '.join(c['stopped'])} | "
-                         f"{c['local_clean_mean']:.3f} / {c['backprop_clean_mean']:.3f} | {c['local_mean']:.3f} | "
-                         f"{c['backprop_mean']:.3f} | {_diff(c)} | {_p(c['p_value'])} |")
+            lines.append(f"| {c['task']} | {c['baseline']} | {c['eps']} | {','.join(map(str, c['seeds']))} | "
+                         f"{', '.join(c['stopped'])} | {c['local_clean_mean']:.3f} / {c['baseline_clean_mean']:.3f} | "
+                         f"{c['local_mean']:.3f} | {c['baseline_mean']:.3f} | {_p(c['p_value'])} |")
     else:
-        lines.append(f"No seed had clean accuracies differing by more than {st['match_tol']}: not needed.")
-    lines += ["", "## Verdicts (computed from the numbers above)", "",
-              "| task | accuracy | robustness, FGSM | robustness, worst case | robustness, matched | failed checks |",
-              "|---|---|---|---|---|---|"]
+        lines.append("No seed had validation accuracies differing by more than the tolerance: not needed.")
+    if results.get("frontier"):
+        lines += ["", "## Robustness–accuracy frontier", "",
+                  "Backprop's weight decay swept; the local rule at its own settings and along eta, epochs and "
+                  "rule.weight_decay (one at a time). Verdict: the local rule's own point against backprop's "
+                  "points that are at least as accurate (within its CI): above / on / below beyond the seed CIs.", ""]
+        for t, fr in results["frontier"].items():
+            es = list(fr["points"][0]["worst"])
+            lines += [f"### {t}: " + ", ".join(f"eps {e}: **{v}**" for e, v in fr["verdict"].items()), "",
+                      "| point | clean | " + " | ".join(f"worst @ {e} | certified @ {e}" for e in es) + " |",
+                      "|---|---|" + "---|---|" * len(es)]
+            for p in fr["points"]:
+                cells = [f"{_fmt(p['worst'][e])} | " + (f"{p['certified'][e]['mean']:.3f}" if e in p["certified"]
+                                                        else "-") for e in es]
+                lines.append(f"| {p['point']} | {_fmt(p['clean'])} | " + " | ".join(cells) + " |")
+            lines.append("")
+    lines += ["", "## What this run shows (generated from the numbers above)", ""]
     for t in tasks:
-        v = results["claims"][t]
-        lines.append(f"| {t} | {v['accuracy']} | {v['robustness_fgsm']} | {v['robustness_worst']} | "
-                     f"{v['robustness_matched']} | {', '.join(v['failed_checks']) or 'none'} |")
-    lines += ["", ("A robustness advantage counts only if it is significant (p < 0.05) and every masking check "
-                   "passes for both methods of the task; otherwise it is reported as \"not established\"."), ""]
-    return "\n".join(lines)
+        for s in results["claims"][t].get("sentences", []):
+            lines.append(f"- {s}")
+        failed = results["claims"][t].get("failed_checks")
+        if failed:
+            lines.append(f"- {t}: failed masking checks: {', '.join(failed)}")
+    return "\n".join(lines) + "\n"
 
 
 def _plt():
@@ -142,94 +164,108 @@ def _plt():
     return plt
 
 
-def plot_robustness(results: dict, task: str, path: str | Path) -> None:
-    """Accuracy vs eps: one panel per method (a line per attack) and one comparing the worst case."""
+def plot_robustness(results: dict, task: str, path) -> None:
+    """Worst-case (solid) and certified (dotted) accuracy vs eps for every panel method."""
     plt = _plt()
     rows = [r for r in results["rows"] if r["task"] == task]
     eps = [float(e) for e in results["settings"]["attacks"]["eps"]]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), sharey=True)
-    cmap = plt.get_cmap("tab10")
-
-    def curve(m, attack):
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for m in results["settings"]["methods"]:
         rs = [r for r in rows if r["method"] == m]
-        clean = [r["attacked_clean_accuracy"] for r in rs]
-        vals = np.array([[c] + [r["robust_accuracy"][attack][eps_key(e)] for e in eps] for r, c in zip(rs, clean)])
-        return np.array([0.0] + eps), vals.mean(0), (vals.std(0, ddof=1) if len(vals) > 1 else 0 * vals[0])
-
-    for ax, m in zip(axes[:2], METHODS):
-        attacks = [a for a in ATTACK_ORDER if a in rows[0]["robust_accuracy"]]
-        for i, a in enumerate(attacks):
-            x, mu, sd = curve(m, a)
-            if a == "worst":  # drawn wide and pale underneath, so attacks that coincide with it stay visible
-                ax.plot(x, mu, color="black", lw=5, alpha=0.3, zorder=1, label=ATTACK_LABELS[a])
-            else:
-                ax.plot(x, mu, marker=MARKERS[i % len(MARKERS)], ms=5, mfc="none", color=cmap(i), lw=1.3,
-                        ls="--" if a == "noise" else "-", zorder=2, label=ATTACK_LABELS[a])
-            ax.fill_between(x, mu - sd, mu + sd, color="black" if a == "worst" else cmap(i), alpha=0.12)
-        ax.set_title(f"{task}: {METHOD_LABELS[m]}")
-        ax.set_xlabel("L-inf budget eps (inputs in [0, 1])")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy on attacked test examples")
-    axes[1].legend(loc="upper right", fontsize=8, framealpha=0.9)
-    ax = axes[2]
-    for m in METHODS:
-        for a, ls in (("worst", "-"), ("fgsm", ":")):
-            x, mu, sd = curve(m, a)
-            ax.plot(x, mu, marker="o" if a == "worst" else "x", ms=4, ls=ls, color=METHOD_COLORS[m],
-                    lw=2 if a == "worst" else 1.2, label=f"{METHOD_LABELS[m]}: "
-                    f"{'worst case' if a == 'worst' else 'FGSM'}")
-            ax.fill_between(x, mu - sd, mu + sd, color=METHOD_COLORS[m], alpha=0.12)
-    ax.set_title(f"{task}: local rule vs backprop")
+        if not rs:
+            continue
+        for attack, ls in (("worst", "-"), ("certified", ":")):
+            if attack not in rs[0]["robust_accuracy"]:
+                continue
+            v = np.array([[r["attacked_clean_accuracy"]] + [r["robust_accuracy"][attack][str(e)] for e in eps]
+                          for r in rs])
+            mu, sd = v.mean(0), (v.std(0, ddof=1) if len(v) > 1 else np.zeros(v.shape[1]))
+            x = [0.0] + eps
+            ax.plot(x, mu, ls=ls, marker="o" if attack == "worst" else None, ms=3, color=METHOD_COLORS.get(m),
+                    label=f"{m}: {'worst case' if attack == 'worst' else 'certified'}")
+            if attack == "worst":
+                ax.fill_between(x, mu - sd, mu + sd, color=METHOD_COLORS.get(m), alpha=0.12)
+    ax.set_xscale("symlog", linthresh=0.05)
     ax.set_xlabel("L-inf budget eps (inputs in [0, 1])")
+    ax.set_ylabel("accuracy on attacked test examples")
+    ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
-    axes[0].set_ylim(-0.02, 1.02)
-    n_seeds = len({r["seed"] for r in rows})
-    fig.suptitle(f"Robust accuracy vs eps (mean ± std over {n_seeds} seed{'s' if n_seeds != 1 else ''})")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(f"{task}: robust accuracy vs eps (mean ± std over {len({r['seed'] for r in rows})} seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def plot_training(results: dict, task: str, path: str | Path) -> None:
-    """Learning curves: train (dashed) and test (solid) accuracy per epoch, mean ± std over seeds."""
+def plot_training(results: dict, task: str, path) -> None:
+    """Validation (solid) and train (dashed) accuracy per epoch, mean over seeds."""
     plt = _plt()
     rows = [r for r in results["rows"] if r["task"] == task]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    lo = 1.0
-    for m in METHODS:
-        rs = [r for r in rows if r["method"] == m]
+    for m in results["settings"]["methods"]:
+        rs = [r for r in rows if r["method"] == m and r.get("history")]
+        if not rs:
+            continue
         n = min(len(r["history"]) for r in rs)
-        ep = np.arange(1, n + 1)
-        for key, ls in (("test_accuracy", "-"), ("train_accuracy", "--")):
+        for key, ls in (("val_accuracy", "-"), ("train_accuracy", "--")):
+            if rs[0]["history"][0].get(key) is None:
+                continue
             v = np.array([[h[key] for h in r["history"][:n]] for r in rs])
-            mu = v.mean(0)
-            sd = v.std(0, ddof=1) if len(v) > 1 else np.zeros_like(mu)
-            ax.plot(ep, mu, ls=ls, color=METHOD_COLORS[m], marker="o" if n < 15 else None, ms=3,
-                    label=f"{METHOD_LABELS[m]}, {key.split('_')[0]}")
-            ax.fill_between(ep, mu - sd, mu + sd, color=METHOD_COLORS[m], alpha=0.12)
-            lo = min(lo, float((mu - sd).min()))
-    ax.set_ylim(max(0.0, math.floor(lo * 20) / 20 - 0.02), 1.005)
-    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+            ax.plot(np.arange(1, n + 1), v.mean(0), ls=ls, color=METHOD_COLORS.get(m), label=f"{m}, {key.split('_')[0]}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"{task}: learning curves (mean ± std over {len({r['seed'] for r in rows})} seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(f"{task}: learning curves (validation split; mean over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def write_report(results: dict, out: str | Path) -> list[Path]:
-    """Write results.json, results.md, robustness-<task>.png and training-<task>.png into ``out``."""
+def plot_frontier(results: dict, task: str, path) -> None:
+    """Clean vs worst-case accuracy, one panel per frontier eps; error bars: std over seeds."""
+    plt = _plt()
+    fr = results["frontier"][task]
+    es = list(fr["points"][0]["worst"])
+    fig, axes = plt.subplots(1, len(es), figsize=(6 * len(es), 4.8), squeeze=False)
+    for ax, e in zip(axes[0], es):
+        bp = sorted((p for p in fr["points"] if p["method"] == "backprop"), key=lambda p: p["value"])
+        ax.errorbar([p["clean"]["mean"] for p in bp], [p["worst"][e]["mean"] for p in bp],
+                    xerr=[p["clean"]["std"] for p in bp], yerr=[p["worst"][e]["std"] for p in bp], color="tab:red",
+                    marker="s", ms=4, capsize=2, label="backprop, weight decay sweep")
+        for p in bp:
+            ax.annotate(f"{p['value']:g}", (p["clean"]["mean"], p["worst"][e]["mean"]), fontsize=6,
+                        textcoords="offset points", xytext=(3, 3), color="tab:red")
+        knobs = {"base": ("*", 12), "train.lr": ("o", 5), "train.epochs": ("^", 5), "rule.weight_decay": ("D", 5)}
+        for knob, (mk, ms) in knobs.items():
+            pts = [p for p in fr["points"] if p["method"] == "local" and p["knob"] == knob]
+            if pts:
+                ax.errorbar([p["clean"]["mean"] for p in pts], [p["worst"][e]["mean"] for p in pts],
+                            xerr=[p["clean"]["std"] for p in pts], yerr=[p["worst"][e]["std"] for p in pts],
+                            ls="none", marker=mk, ms=ms, color="tab:blue", capsize=2,
+                            label="local rule" + ("" if knob == "base" else f", {knob} sweep"))
+        ax.set_xlabel("clean test accuracy")
+        ax.set_ylabel(f"worst-case accuracy at eps {e}")
+        ax.set_title(f"{task}, eps {e}: local point {fr['verdict'].get(e, '?')} backprop's frontier")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results: dict, out) -> list[Path]:
+    """Write results.json, results.md, robustness-/training-/frontier-<task>.png into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "results.json", out / "results.md"]
     atomic_write_text(written[0], json.dumps(results, indent=1) + "\n")
     atomic_write_text(written[1], markdown(results))
     for task in results["checks"]:
-        for kind, fn in (("robustness", plot_robustness), ("training", plot_training)):
+        plots = [("robustness", plot_robustness), ("training", plot_training)]
+        if task in results.get("frontier", {}):
+            plots.append(("frontier", plot_frontier))
+        for kind, fn in plots:
             p = out / f"{kind}-{task}.png"
             fn(results, task, p)
             written.append(p)
