@@ -1,45 +1,37 @@
-"""The grid: statistics against direct formulas, the task registry, and a tiny 1-seed run
-(results.json schema, every check computed, the same seed gives the same numbers)."""
+"""The panel and the frontier: registry, a tiny run through the CLI (results.json schema, every
+statistic computed, the same seed gives the same numbers), matched accuracy from kept epoch weights
+chosen on validation, resuming an interrupted run, and the frontier verdict on hand-made points."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 
 import numpy as np
 import pytest
-from scipy import stats
 
 from localstdp import experiments as E
+from localstdp.analysis import frontier_verdict
 from localstdp.cli import main
-from localstdp.errors import ConfigError
-from localstdp.robustness import CHECKS, EPS, AttackSettings
+from localstdp.errors import ConfigError, LocalSTDPError
+from localstdp.robustness import AttackSettings
 
-TINY_ATTACKS = AttackSettings(pgd_steps=3, pgd_restarts=1, square_queries=5, search_queries=10)
-TINY = E.GridSettings(seeds=1, epochs=2, n_attack=12, attacks=TINY_ATTACKS)
+TINY_ATTACKS = AttackSettings(pgd_steps=3, pgd_restarts=1, square_queries=5, search_queries=10, autoattack=False)
 TASKS = ["iris-1v2", "mnist-3v5"]
+WD = "methods.backprop-wd.backprop.weight_decay=0.01"
 
 
-def test_describe_matches_hand_formula():
-    d = E.describe([0.9, 0.8, 1.0])
-    half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t_{0.975, 2} * s / sqrt(n)
-    assert d["n"] == 3 and d["mean"] == pytest.approx(0.9) and d["std"] == pytest.approx(0.1)
-    assert d["ci95"] == pytest.approx([0.9 - half, 0.9 + half])
-    one = E.describe([0.7])
-    assert one == {"n": 1, "mean": 0.7, "std": 0.0, "ci95": None}
+def tiny(**kw) -> E.GridSettings:
+    base = dict(seeds=2, frontier_seeds=1, epochs=2, n_attack=12, n_boot=200, attacks=TINY_ATTACKS)
+    return E.GridSettings(**(base | kw))
 
 
-def test_paired_test_matches_scipy_and_hand_t():
-    a, b = [0.91, 0.95, 0.93, 0.90, 0.97], [0.90, 0.91, 0.92, 0.88, 0.93]
-    r = E.paired_test(a, b)
-    d = np.subtract(a, b)
-    t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
-    assert r["t"] == pytest.approx(t)
-    assert r["p_value"] == pytest.approx(2 * stats.t.sf(abs(t), len(d) - 1))
-    assert r["diff_mean"] == pytest.approx(d.mean())
-    same = E.paired_test([0.5, 0.6], [0.4, 0.5])  # identical differences: no variance, p undefined
-    assert same["p_value"] is None and same["diff_mean"] == pytest.approx(0.1)
+def tiny_cfg(task: str, *sets: str):
+    cfg = E.task_config(task)
+    cfg = dataclasses.replace(cfg, frontier=dataclasses.replace(cfg.frontier, backprop_weight_decay=[0.0, 0.01],
+                                                                local_lr=[0.05], local_epochs=[1],
+                                                                local_weight_decay=[0.01]))
+    return cfg.with_sets([WD, *sets])
 
 
 def test_registry_and_attack_subset():
@@ -56,87 +48,143 @@ def test_registry_and_attack_subset():
     assert len(idx) == 50 and len(set(idx)) == 50 and list(idx) == sorted(idx) and idx.max() < 300
     np.testing.assert_array_equal(idx, E.attack_indices(300, 50))
     np.testing.assert_array_equal(E.attack_indices(30, 500), np.arange(30))
+    bits = np.random.default_rng(0).random(37) > 0.5
+    np.testing.assert_array_equal(E.unpack(E.pack(bits), 37), bits)
+    with pytest.raises(ConfigError, match="must include local"):
+        E.GridSettings(methods=("backprop",))
 
 
-def test_early_stop_epoch_picks_closest_then_earliest():
-    hist = [{"test_accuracy": a} for a in (0.80, 0.90, 0.95, 0.90, 0.97)]
-    assert E._early_stop_epoch(hist, 0.91) == 2
-    assert E._early_stop_epoch(hist, 0.99) == 5
+def test_frontier_points_one_knob_at_a_time():
+    pts = E.frontier_points(tiny_cfg("mnist-3v5"))
+    assert [E.point_name(p) for p in pts] == ["backprop:weight_decay=0.0", "backprop:weight_decay=0.01", "local",
+                                              "local:eta=0.05", "local:epochs=1", "local:weight_decay=0.01"]
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("repro")
-    rc = main(["reproduce", "--seeds", "1", "--epochs", "2", "--n-attack", "12", "--pgd-steps", "3",
-               "--pgd-restarts", "1", "--square-queries", "5", "--tasks", *TASKS, "--out", str(out),
-               "--no-progress"])
+    rc = main(["reproduce", "--seeds", "2", "--frontier-seeds", "1", "--epochs", "2", "--n-attack", "12",
+               "--pgd-steps", "3", "--pgd-restarts", "1", "--square-queries", "5", "--no-autoattack",
+               "--tasks", *TASKS, "--set", WD, "--set", "frontier.backprop_weight_decay=[0.0, 0.01]",
+               "--set", "frontier.local_lr=[0.05]", "--set", "frontier.local_weight_decay=[]",
+               "--out", str(out), "--no-progress"])
     assert rc == 0
     return out, json.loads((out / "results.json").read_text())
 
 
-def test_results_schema_and_files(tiny_run):
+def test_results_schema_statistics_and_files(tiny_run):
     out, res = tiny_run
+    methods = ["local", "backprop", "backprop-wd", "backprop-es", "backprop-mse"]
+    assert res["settings"]["methods"] == methods
     for t in TASKS:
-        assert (out / f"robustness-{t}.png").stat().st_size > 10_000
-        assert (out / f"training-{t}.png").stat().st_size > 10_000
+        for kind in ("robustness", "training", "frontier"):
+            assert (out / f"{kind}-{t}.png").stat().st_size > 10_000
     md = (out / "results.md").read_text()
-    assert "## Claim 1" in md and "## Gradient-masking checks" in md
-    eps_keys = [str(e) for e in EPS]
-    assert eps_keys == ["0.05", "0.1", "0.15", "0.2", "0.25", "0.3", "0.5", "1.0"]
-    assert len(res["rows"]) == 4
+    assert "## Clean test accuracy" in md and "## Robustness–accuracy frontier" in md
+    assert len(res["rows"]) == 2 * 2 * len(methods)
     for row in res["rows"]:
-        assert {"task", "method", "seed", "clean_accuracy", "robust_accuracy", "zero_gradient_fraction"} <= set(row)
-        assert row["seed"] == 0 and row["n_attacked"] == 12
         ra = row["robust_accuracy"]
-        expected = {"fgsm", "pgd", "transfer", "noise", "worst"} | (
-            {"square"} if row["task"].startswith("mnist") else {"random_search"})
-        assert set(ra) == expected
-        for per in ra.values():
-            assert list(per) == eps_keys
-            assert all(0.0 <= v <= 1.0 for v in per.values())
-            # the worst case is the per-example minimum: never above any attack
-            assert all(ra["worst"][k] <= per[k] + 1e-12 for k in eps_keys)
-        assert 0.0 <= row["zero_gradient_fraction"] <= 1.0
-        assert set(row["checks"]) == set(CHECKS)
+        assert {"fgsm", "pgd", "transfer", "noise", "worst", "certified"} <= set(ra)
+        for k in ra["worst"]:
+            # the worst case is the per-example minimum over the attacks; the proven bound lies below it
+            assert all(ra["worst"][k] <= ra[a][k] + 1e-12 for a in ra if a != "certified")
+            assert ra["certified"][k] <= ra["worst"][k] + 1e-12
+        clean = E.unpack(row["per_example"]["clean"], row["n_test"])
+        assert clean.mean() == pytest.approx(row["clean_accuracy"])
+        assert row["val_accuracy"] is not None and 1 <= row["epoch"] <= 2
+        es = row["method"] == "backprop-es"
+        vals = [h["val_accuracy"] for h in row["history"]]
+        assert row["epoch"] == (int(np.argmax(vals)) + 1 if es else 2)
+    comps = res["comparisons"]
+    assert {c["baseline"] for c in comps} == set(methods[1:])
+    holm = sorted((c["p_value"], c["p_holm"]) for c in comps)
+    assert all(ph >= p - 1e-12 for p, ph in holm)  # Holm never lowers a p-value
+    for c in comps:
+        assert c["diff_ci95"][0] <= c["diff_mean"] + 1e-12 <= c["diff_ci95"][1] + 2e-12
+        if c["attack"] is None:
+            assert c["verdict"] in ("equivalent", "higher", "lower", "inconclusive")
+            assert not (c["verdict"] == "equivalent" and c["p_holm"] < 0.05)
     for t in TASKS:
-        for m in E.METHODS:
-            assert set(res["checks"][t][m]) == set(CHECKS)
-            assert all(isinstance(v, bool) for v in res["checks"][t][m].values())
-        assert set(res["claims"][t]) >= {"accuracy", "robustness_fgsm", "robustness_worst", "robustness_matched"}
-    cells = [s for s in res["summary"] if s["metric"] == "clean_accuracy"]
-    assert len(cells) == 4 and all(c["n"] == 1 and c["ci95"] is None for c in cells)
-    row = next(r for r in res["rows"] if r["task"] == "iris-1v2" and r["method"] == "local")
-    cell = next(c for c in cells if c["task"] == "iris-1v2" and c["method"] == "local")
-    assert cell["mean"] == row["clean_accuracy"]
+        cl = res["claims"][t]
+        assert cl["strongest_clean_baseline"] in methods[1:] and len(cl["sentences"]) == 3
+        fr = res["frontier"][t]
+        assert [p["point"] for p in fr["points"]] == ["backprop:weight_decay=0.0", "backprop:weight_decay=0.01",
+                                                       "local", "local:eta=0.05"]
+        assert set(fr["verdict"]) == {"0.05", "0.1"} and set(fr["verdict"].values()) <= {"above", "on", "below"}
+        for s in cl["sentences"]:
+            assert s in md
 
 
 def _numbers(res):
-    return [{k: v for k, v in r.items() if k not in ("wall_seconds", "history")} |
-            {"history": [{k: h[k] for k in ("epoch", "loss", "train_accuracy", "test_accuracy")}
-                         for h in r["history"]]} for r in res["rows"]]
+    drop = ("wall_seconds", "history")
+    return [{k: v for k, v in r.items() if k not in drop} for r in res["rows"]]
 
 
 def test_same_seed_same_numbers(tiny_run):
     _, res = tiny_run
-    again = E.run_grid(["iris-1v2"], TINY)
+    cfg = tiny_cfg("iris-1v2", "frontier.local_weight_decay=[]", "frontier.local_epochs=[]")
+    again = E.run_grid({"iris-1v2": cfg}, tiny(frontier_seeds=0))
     first = [r for r in _numbers(res) if r["task"] == "iris-1v2"]
     assert _numbers(again) == first
 
 
-def test_matched_comparison_retrains_the_more_accurate_method():
-    # backprop with a tiny learning rate stays far below the local rule after 2 epochs
-    cfg = E.task_config("mnist-3v5")
-    cfg = dataclasses.replace(cfg, backprop=dataclasses.replace(cfg.backprop, lr=1e-6))
-    res = E.run_grid({"mnist-3v5": cfg}, TINY)
-    acc = {r["method"]: r["clean_accuracy"] for r in res["rows"]}
-    assert acc["local"] > acc["backprop"] + TINY.match_tol
+def test_matched_takes_the_kept_epoch_chosen_on_validation_under_a_cosine_schedule():
+    # backprop with a tiny learning rate stays far below the local rule: the local rule is taken at
+    # the epoch of ITS OWN full run (cosine schedule over 4 epochs) whose validation accuracy is closest
+    cfg = tiny_cfg("mnist-3v5", "backprop.lr=1e-6", "train.lr_schedule=\"cosine\"")
+    res = E.run_grid({"mnist-3v5": cfg}, tiny(seeds=1, frontier_seeds=0, epochs=4, methods=("local", "backprop")))
+    rows = {r["method"]: r for r in res["rows"]}
     (m,) = res["matched"]
     assert m["stopped_method"] == "local" and m["reference_method"] == "backprop"
-    hist = next(r["history"] for r in res["rows"] if r["method"] == "local")
-    assert m["stopped_epochs"] == E._early_stop_epoch(hist, acc["backprop"])
-    assert m["clean_accuracy"]["backprop"] == acc["backprop"]
-    # the early-stopped run is exactly epoch `stopped_epochs` of the full run (deterministic training)
-    assert m["clean_accuracy"]["local"] == pytest.approx(hist[m["stopped_epochs"] - 1]["test_accuracy"])
-    assert set(m["robust_accuracy"]["local"]) == {"fgsm", "pgd", "square", "noise", "worst"}
-    (cmp_,) = res["matched_comparisons"]
-    assert cmp_["seeds"] == [0] and cmp_["stopped"] == ["local"]
+    hist = rows["local"]["history"]
+    target = rows["backprop"]["val_accuracy"]
+    gaps = [abs(h["val_accuracy"] - target) for h in hist]
+    assert m["stopped_epoch"] == int(np.argmin(gaps)) + 1 < 4
+    # the kept weights of that epoch, not a retrain with a squeezed schedule: same test accuracy as the history
+    assert m["clean_accuracy"]["local"] == pytest.approx(hist[m["stopped_epoch"] - 1]["test_accuracy"])
+    assert m["clean_accuracy"]["backprop"] == pytest.approx(rows["backprop"]["clean_accuracy"])
+    assert set(m["robust_accuracy"]["local"]) >= {"fgsm", "pgd", "worst"}
+    assert "transfer" not in m["robust_accuracy"]["backprop"]
+    assert res["matched_comparisons"][0]["seeds"] == [0]
+
+
+def test_resume_reuses_finished_units_and_gives_the_same_results(tmp_path):
+    cfg = tiny_cfg("iris-1v2", "frontier.local_weight_decay=[]", "frontier.local_epochs=[]",
+                   "frontier.local_lr=[]", "frontier.backprop_weight_decay=[0.0]")
+    s = tiny(methods=("local", "backprop"))
+    full = E.run_grid({"iris-1v2": cfg}, s, out=tmp_path)
+    units = sorted((tmp_path / "units" / "iris-1v2").glob("*.json"))
+    assert [u.name for u in units] == ["frontier-backprop:weight_decay=0.0-seed0.json", "frontier-local-seed0.json",
+                                       "panel-seed0.json", "panel-seed1.json"]
+    units[2].unlink()  # as if stopped during that unit
+    stamp = units[3].stat().st_mtime_ns
+    again = E.run_grid({"iris-1v2": cfg}, s, out=tmp_path, resume=True)
+    assert units[3].stat().st_mtime_ns == stamp and units[2].exists()  # reused, and re-made
+    assert again["settings"]["units_resumed"] == 3
+    assert _numbers(again) == _numbers(full)
+    assert again["comparisons"] == full["comparisons"] and again["frontier"] == full["frontier"]
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=0.3))
+    with pytest.raises(LocalSTDPError, match="other settings"):
+        E.run_grid({"iris-1v2": other}, s, out=tmp_path, resume=True)
+
+
+def _pt(clean, rob, c_half=0.01, r_half=0.01):
+    return {"clean": {"mean": clean, "ci95": [clean - c_half, clean + c_half]},
+            "worst": {"0.1": {"mean": rob, "ci95": [rob - r_half, rob + r_half]}}}
+
+
+def test_frontier_verdict_on_hand_made_points():
+    bp = [_pt(0.95, 0.20), _pt(0.93, 0.40), _pt(0.90, 0.55)]
+    assert frontier_verdict(_pt(0.94, 0.45), bp, "0.1") == "above"  # beats every backprop point this accurate
+    assert frontier_verdict(_pt(0.94, 0.30), bp, "0.1") == "below"  # 0.93 within CI, 0.40 beyond both CIs
+    assert frontier_verdict(_pt(0.94, 0.405), bp, "0.1") == "on"
+    assert frontier_verdict(_pt(0.97, 0.10, c_half=0.005), bp, "0.1") == "above"  # backprop never that accurate
+    assert frontier_verdict(_pt(0.89, 0.50), bp, "0.1") == "below"  # 0.90/0.55 dominates
+
+
+def test_reproduce_usage_errors_are_one_line(capsys):
+    assert main(["reproduce", "--methods", "local", "sgd", "--out", "x", "--tasks", "iris-1v2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown method(s) sgd" in err
+    assert main(["reproduce", "--methods", "backprop", "--out", "x", "--tasks", "iris-1v2"]) == 2
+    assert "must include local" in capsys.readouterr().err

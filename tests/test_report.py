@@ -1,75 +1,92 @@
-"""Verdicts and tables from hand-made rows (no training): the numbers printed are the numbers
-computed, and a robustness advantage that fails a masking check is "not established"."""
+"""Verdicts, tables and sentences from hand-made rows (no training): the numbers printed are the
+numbers computed, a significant difference is never "equivalent", a robustness advantage that fails
+a masking check is "not established", and the README's result sentences are the ones the committed
+results.json generates."""
 
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from localstdp import experiments as E
+from localstdp.analysis import summarise
+from localstdp.experiments import pack
 from localstdp.report import markdown, write_report
-from localstdp.robustness import CHECKS, AttackSettings, eps_key
 
-EPS = (0.1, 1.0)
-
-
-def _row(task, method, seed, clean, rob, checks_ok=True):
-    ra = {a: {eps_key(0.1): rob, eps_key(1.0): 0.0} for a in ("fgsm", "pgd", "noise", "transfer", "worst")}
-    return {"task": task, "method": method, "seed": seed, "clean_accuracy": clean, "train_accuracy": clean,
-            "attacked_clean_accuracy": clean, "n_attacked": 100, "robust_accuracy": ra,
-            "zero_gradient_fraction": 0.0, "checks": {c: checks_ok for c in CHECKS},
-            "check_values": {c: -0.01 for c in CHECKS}, "epochs": 2,
-            "history": [{"epoch": 1, "loss": 1.0, "train_accuracy": clean - 0.1, "test_accuracy": clean - 0.1},
-                        {"epoch": 2, "loss": 0.5, "train_accuracy": clean, "test_accuracy": clean}],
-            "wall_seconds": 0.0}
+ROOT = Path(__file__).resolve().parents[1]
+N = 400
 
 
-def _results(masked_local: bool):
+def _bits(rate: float, perm) -> np.ndarray:
+    """The first rate*N examples of a per-seed order: both methods of a seed share the easy ones."""
+    b = np.zeros(N, dtype=bool)
+    b[perm[: int(round(rate * N))]] = True
+    return b
+
+
+def _row(method, seed, clean, rob, checks_ok=True):
+    perm = np.random.default_rng(seed).permutation(N)
+    c, w = _bits(clean, perm), _bits(rob, perm)
+    per = {a: {"0.1": pack(w), "1.0": pack(np.zeros(N, bool))} for a in ("fgsm", "pgd", "worst")}
+    ra = {a: {"0.1": float(w.mean()), "1.0": 0.0} for a in ("fgsm", "pgd", "worst")}
+    return {"task": "toy", "method": method, "seed": seed, "clean_accuracy": float(c.mean()), "n_test": N,
+            "n_attacked": N, "val_accuracy": 0.9, "attacked_clean_accuracy": float(c.mean()), "robust_accuracy": ra,
+            "per_example": {"clean": pack(c)} | per, "zero_gradient_fraction": 0.0,
+            "checks": {"pgd_le_fgsm": checks_ok}, "history": [], "epoch": 2, "epochs": 2}
+
+
+def _results(local_clean, bp_clean, local_rob, bp_rob, checks_ok=True, margin=0.02):
     rows = []
-    local_rob = [0.45, 0.47, 0.44, 0.46, 0.48]
-    bp_rob = [0.20, 0.18, 0.21, 0.19, 0.22]
-    local_clean = [0.950, 0.945, 0.955, 0.950, 0.948]
-    bp_clean = [0.951, 0.947, 0.953, 0.950, 0.949]
     for s in range(5):
-        rows.append(_row("toy", "local", s, local_clean[s], local_rob[s], checks_ok=not (masked_local and s == 3)))
-        rows.append(_row("toy", "backprop", s, bp_clean[s], bp_rob[s]))
-    res = {"settings": {"seeds": list(range(5)), "attacks": {**vars(AttackSettings()), "eps": list(EPS)},
-                        "match_tol": 0.01}, "rows": rows, "matched": []}
-    res.update(E.summarise(rows, [], EPS))
-    return res
+        rows.append(_row("local", s, local_clean, local_rob, checks_ok))
+        rows.append(_row("backprop", s, bp_clean, bp_rob))
+    st = {"methods": ["local", "backprop"], "seeds": list(range(5)), "frontier_seeds": [], "n_boot": 500,
+          "match_tol": 0.01, "attacks": {"eps": [0.1, 1.0], "pgd_steps": 3, "pgd_restarts": 1},
+          "tasks": {"toy": {"equivalence_margin": margin, "methods": {
+              "local": {"lr": 0.1, "a_hi": 0.9, "a_lo": 0.1, "mode": "rate", "weight_decay": 0.0},
+              "backprop": {"optimizer": "adam", "lr": 0.001, "weight_decay": 0.0}}}}}
+    return summarise({"settings": st, "rows": rows, "matched": [], "frontier_rows": []})
 
 
-def test_summary_numbers_and_verdicts():
-    res = _results(masked_local=False)
-    clean = next(c for c in res["comparisons"] if c["metric"] == "clean_accuracy")
-    assert clean["local_mean"] == pytest.approx(0.9496) and clean["backprop_mean"] == pytest.approx(0.95)
-    worst = next(c for c in res["comparisons"] if c["attack"] == "worst")
-    assert worst["diff_mean"] == pytest.approx(0.46 - 0.20)
-    assert worst["p_value"] < 1e-4
-    v = res["claims"]["toy"]
-    assert v["accuracy"].startswith("comparable")
-    assert v["robustness_worst"] == "local more robust" and v["robustness_fgsm"] == "local more robust"
-    assert v["robustness_matched"].startswith("not needed")
+def test_robust_advantage_with_a_failed_check_is_not_established():
+    ok = _results(0.95, 0.95, 0.45, 0.15)
+    bad = _results(0.95, 0.95, 0.45, 0.15, checks_ok=False)
+    assert ok["claims"]["toy"]["robustness_worst"] == "higher"
+    assert bad["claims"]["toy"]["robustness_worst"].startswith("not established (local:pgd_le_fgsm")
+
+
+def test_a_significant_difference_is_never_called_equivalent():
+    # 2 points apart on 5 x 400 examples with identical seeds: inside a 0.03 margin, but significant
+    res = _results(0.95, 0.93, 0.4, 0.4, margin=0.03)
+    c = next(c for c in res["comparisons"] if c["attack"] is None)
+    assert c["p_holm"] < 0.05 and c["verdict"] == "higher"
+    same = _results(0.95, 0.95, 0.4, 0.4, margin=0.03)
+    assert next(c for c in same["comparisons"] if c["attack"] is None)["verdict"] == "equivalent"
+
+
+def test_tables_and_sentences_print_the_computed_numbers(tmp_path):
+    res = _results(0.95, 0.94, 0.45, 0.15)
     md = markdown(res)
-    assert "| toy | worst | 0.460 ± 0.016 | 0.200 ± 0.016 | +0.260" in md
-    assert "0.950 ± 0.004" in md  # local clean accuracy, mean ± std
-
-
-def test_failed_check_makes_the_advantage_not_established():
-    res = _results(masked_local=True)
-    assert res["checks"]["toy"]["local"] == {c: False for c in CHECKS}  # one seed failing fails the cell
-    assert res["checks"]["toy"]["backprop"] == {c: True for c in CHECKS}
-    v = res["claims"]["toy"]
-    assert v["robustness_worst"].startswith("not established")
-    assert "local:pgd_le_fgsm" in v["failed_checks"]
-    assert "FAIL" in markdown(res)
-
-
-def test_write_report_files(tmp_path):
-    res = _results(masked_local=False)
+    c = next(c for c in res["comparisons"] if c["attack"] is None)
+    assert f"{c['local_mean']:.3f}" in md and f"{c['diff_mean']:+.3f}" in md
+    for s in res["claims"]["toy"]["sentences"]:
+        assert s in md
+    assert "0.450 ± 0.000" in md  # local worst case at eps 0.1, mean ± std over seeds
     written = write_report(res, tmp_path)
-    names = sorted(p.name for p in written)
-    assert names == ["results.json", "results.md", "robustness-toy.png", "training-toy.png"]
-    assert json.loads((tmp_path / "results.json").read_text())["claims"] == res["claims"]
-    assert (tmp_path / "robustness-toy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(written[0].read_text())["claims"] == json.loads(json.dumps(res["claims"]))
+
+
+def test_readme_result_sentences_come_from_the_committed_results():
+    """The README block between the markers is exactly what docs/reproduce/results.json generates."""
+    path = ROOT / "docs" / "reproduce" / "results.json"
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"<!-- results:begin -->\n(.*?)<!-- results:end -->", readme, re.S)
+    if not path.exists():
+        pytest.skip("no committed reproduction results")
+    assert m, "README lacks the generated results block"
+    res = json.loads(path.read_text())
+    expected = "".join(f"- {s}\n" for t in res["claims"] for s in res["claims"][t]["sentences"])
+    assert m.group(1) == expected

@@ -215,7 +215,8 @@ def plot_training(results: dict, task: str, path) -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=2)
     ax.set_title(f"{task}: learning curves (validation split; mean over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
