@@ -70,7 +70,7 @@ def cmd_reproduce(args) -> int:
         signum = int(getattr(exc, "signum", 2))
         return 128 + signum
     written = write_report(results, args.out)
-    for t, v in results["claims"].items():
+    for v in results["claims"].values():
         for s in v.get("sentences", []):
             print(s)
     print(f"wrote {', '.join(str(p) for p in written[:2])} and {len(written) - 2} plots "

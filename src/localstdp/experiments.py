@@ -39,7 +39,16 @@ from .config import ExperimentConfig, load_config
 from .data import Dataset, load_dataset
 from .errors import ConfigError, LocalSTDPError
 from .methods import PANEL, closest_epoch, method_config, resolve_methods, selected_epoch
-from .robustness import AttackSettings, SuiteResult, add_transfer, add_worst, attack_suite, correct, eps_key, masking_checks
+from .robustness import (
+    AttackSettings,
+    SuiteResult,
+    add_transfer,
+    add_worst,
+    attack_suite,
+    correct,
+    eps_key,
+    masking_checks,
+)
 from .train import train
 
 log = logging.getLogger(__name__)
