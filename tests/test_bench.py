@@ -65,7 +65,7 @@ def test_cuda_absent_is_skipped_or_measured():
 
 
 def test_cli_errors(tmp_path, capsys):
-    assert main(["bench"]) == 2
+    assert main(["bench", "--repeats", "0", "--out", str(tmp_path / "b.json")]) == 2
     assert main(["bench", "--report", str(tmp_path / "missing.json")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 2 and "Traceback" not in err

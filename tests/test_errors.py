@@ -63,7 +63,7 @@ def idx_files(train_labels=(0, 1, 2) * 6, test_labels=(0, 1, 2) * 3) -> dict[str
 
 
 IDX_CFG = '[data]\nname = "idx"\npath = "{tmp}/idx"\n[model]\nhidden = [4]\n[train]\nepochs = 1\n'
-CSV_CFG = '[data]\nname = "csv"\npath = "{tmp}/d.csv"\n[model]\nhidden = [4]\n[train]\nepochs = 1\n'
+CSV_CFG = '[data]\nname = "csv"\npath = "{tmp}/d.csv"\nlabel = "label"\n[model]\nhidden = [4]\n[train]\nepochs = 1\n'
 GOOD_CSV = "a,b,label\n" + "".join(f"{i},{i % 3},{'xy'[i % 2]}\n" for i in range(20))
 
 
@@ -146,7 +146,7 @@ def _nan_after_two_epochs(tmp, monkeypatch):
     def step(self, x, y):
         loss = real_step(self, x, y)
         calls.append(1)
-        if len(calls) > 2 * 7:  # IRIS pair: 70 training examples, batches of 10 -> 7 per epoch
+        if len(calls) > 2 * 6:  # IRIS pair: 59 training examples (after the validation split), batches of 10 -> 6 per epoch
             with torch.no_grad():
                 self.model.layers[0].weight[0, 0] = float("nan")
         return loss
@@ -317,21 +317,21 @@ ROWS = [
         files={"c.toml": IDX_CFG.replace('[model]', 'classes = [0, 2]\n[model]'),
                **idx_files(test_labels=(1,) * 6)}),
     Row("csv-ok-control", train_argv(), 0, "", files={"c.toml": CSV_CFG, "d.csv": GOOD_CSV}),
-    Row("csv-missing-file", train_argv(), 1, "CSV file not found: {tmp}/d.csv", files={"c.toml": CSV_CFG}),
+    Row("csv-missing-file", train_argv(), 1, "data.path: CSV file not found: {tmp}/d.csv", files={"c.toml": CSV_CFG}),
     Row("csv-text-feature", train_argv(), 1, "{tmp}/d.csv: line 3: non-numeric feature value 'abc'",
         files={"c.toml": CSV_CFG, "d.csv": GOOD_CSV.replace("1,1,y", "abc,1,y")}),
-    Row("csv-nan", train_argv(), 1, "non-finite value nan at example 1, feature 0",
+    Row("csv-nan", train_argv(), 1, "{tmp}/d.csv: line 3: non-finite feature value 'nan' (column 'a')",
         files={"c.toml": CSV_CFG, "d.csv": GOOD_CSV.replace("1,1,y", "nan,1,y")}),
-    Row("csv-inf", train_argv(), 1, "non-finite value -inf at example 2, feature 1",
+    Row("csv-inf", train_argv(), 1, "{tmp}/d.csv: line 4: non-finite feature value '-inf' (column 'b')",
         files={"c.toml": CSV_CFG, "d.csv": GOOD_CSV.replace("2,2,x", "2,-inf,x")}),
     Row("csv-one-class", train_argv(), 1, "fewer than two classes with examples (labels kept: ['x']",
         files={"c.toml": CSV_CFG, "d.csv": GOOD_CSV.replace(",y\n", ",x\n")}),
     Row("csv-header-only", train_argv(), 1, "{tmp}/d.csv: no data rows", files={"c.toml": CSV_CFG, "d.csv": "a,b,label\n"}),
     Row("csv-empty", train_argv(), 1, "{tmp}/d.csv: empty CSV file", files={"c.toml": CSV_CFG, "d.csv": "\n\n"}),
-    Row("csv-ragged", train_argv(), 1, "line 4 has 2 columns, expected 3",
+    Row("csv-ragged", train_argv(), 1, "{tmp}/d.csv: line 4: 2 columns, expected 3",
         files={"c.toml": CSV_CFG, "d.csv": GOOD_CSV.replace("2,2,x\n", "2,x\n")}),
-    Row("csv-no-label-column", train_argv(), 1, "no column named 'kind'",
-        files={"c.toml": CSV_CFG.replace('[model]', 'label = "kind"\n[model]'), "d.csv": GOOD_CSV}),
+    Row("csv-no-label-column", train_argv(), 1, "data.label = 'kind': no column of that name",
+        files={"c.toml": CSV_CFG.replace('label = "label"', 'label = "kind"'), "d.csv": GOOD_CSV}),
     Row("csv-class-filter-missing", train_argv(), 1, "data.classes ['z'] not among the labels (x, y)",
         files={"c.toml": CSV_CFG.replace('[model]', 'classes = ["x", "z"]\n[model]'), "d.csv": GOOD_CSV}),
     Row("csv-too-few-to-split", train_argv(), 1, "every class needs at least 2 examples",
@@ -358,24 +358,24 @@ ROWS = [
         prepare=_nan_after_two_epochs, check=_last_good_kept),
     # ---- checkpoints ------------------------------------------------------------------------
     Row("ckpt-run-dir-missing", ["evaluate", "--run", "{tmp}/nothing"], 1, "run directory not found: {tmp}/nothing"),
-    Row("ckpt-missing-file", ["evaluate", "--run", "{tmp}/run"], 1, "checkpoint not found: {tmp}/run/model.safetensors",
+    Row("ckpt-missing-file", ["evaluate", "--run", "{tmp}/run"], 1, "model file not found: {tmp}/run/model.safetensors",
         prepare=_missing_model_and_checkpoint),
     Row("ckpt-unfinished-run", ["evaluate", "--run", "{tmp}/run"], 1,
         "{tmp}/run has no model.safetensors: the run has not finished (continue it with train --resume)",
         prepare=_missing_model),
     Row("ckpt-torch-save-pickle", ["evaluate", "--run", "{tmp}/run"], 1,
         "{tmp}/run/model.safetensors: looks like a pickle / torch.save file", prepare=_pickled_model),
-    Row("ckpt-plain-pickle", ["evaluate", "--run", "{tmp}/run"], 1, "not a valid safetensors checkpoint",
+    Row("ckpt-plain-pickle", ["evaluate", "--run", "{tmp}/run"], 1, "not a valid safetensors model file",
         prepare=_plain_pickle),
     Row("ckpt-truncated-model", ["evaluate", "--run", "{tmp}/run"], 1,
-        "{tmp}/run/model.safetensors: not a valid safetensors checkpoint (truncated or corrupt",
+        "{tmp}/run/model.safetensors: not a valid safetensors model file (truncated or corrupt",
         prepare=_truncated("model.safetensors")),
     Row("ckpt-truncated-resume", train_argv("--resume"), 1,
         "{tmp}/run/checkpoint.safetensors: not a valid safetensors checkpoint (truncated or corrupt",
         files={"c.toml": BASE}, prepare=_truncated("checkpoint.safetensors")),
     Row("ckpt-empty-file", ["evaluate", "--run", "{tmp}/run"], 1, "model.safetensors: empty file",
         prepare=lambda tmp, mp: (finished_run(tmp) / "model.safetensors").write_bytes(b"")),
-    Row("ckpt-foreign-safetensors", ["evaluate", "--run", "{tmp}/run"], 1, "not a localstdp checkpoint",
+    Row("ckpt-foreign-safetensors", ["evaluate", "--run", "{tmp}/run"], 1, "not a localstdp model file",
         prepare=_foreign_safetensors),
     Row("ckpt-shape-mismatch-resume", train_argv("--resume", "--epochs", "3"), 1,
         "{tmp}/run/checkpoint.safetensors: layers.0.weight has shape (8, 4) but the config's model needs (4, 4)",
@@ -456,9 +456,11 @@ def test_every_category_of_the_issue_has_rows():
     assert {"config", "data", "idx", "csv", "output", "diverge", "ckpt", "cli"} <= prefixes
 
 
-def test_debug_shows_the_traceback(tmp_path, restore_signals):
-    with pytest.raises(ConfigError, match="config file not found"):
-        main(["--debug", "train", "--config", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "run")])
+def test_debug_shows_the_traceback_and_keeps_the_exit_status(tmp_path, capsys, restore_signals):
+    code = main(["--debug", "train", "--config", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == ConfigError.exit_code == 2
+    assert "Traceback" in err and err.rstrip().endswith(f"localstdp: error: config file not found: {tmp_path}/nope.toml")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -1,39 +1,79 @@
-"""The ``localstdp bench`` subcommand (registered in cli.py): runs :mod:`localstdp.bench`, prints."""
+"""The ``localstdp bench`` subcommand (registered in cli.py): runs :mod:`localstdp.bench`, prints.
+
+Outputs default to ``bench-out/`` (not tracked); an output that would replace a file git tracks
+(the committed BENCHMARKS.md, benchmarks/bench.json, ...) is refused unless ``--force``."""
 
 from __future__ import annotations
 
 import shlex
+import subprocess
+from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, OutputError
+
+DEFAULT_DIR = "bench-out"  # untracked (.gitignore): a documented command never replaces committed files
 
 
 def _add_bench(sub) -> None:
-    p = sub.add_parser("bench", help="time the local rule against backprop (and write BENCHMARKS.md)")
+    p = sub.add_parser("bench", help="time the local rule against backprop (and write a markdown report)")
     p.add_argument("--quick", action="store_true", help="smaller sweeps, fewer repeats (about 2 minutes)")
-    p.add_argument("--out", help="write the result JSON here")
+    p.add_argument("--out", default=f"{DEFAULT_DIR}/bench.json",
+                   help=f"write the result JSON here (default {DEFAULT_DIR}/bench.json)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto: CPU, plus CUDA when present (default)")
     p.add_argument("--time-bins", type=int, help="clock steps K of the timing mode in the headline")
     p.add_argument("--repeats", type=int, help="interleaved timed repeats")
     p.add_argument("--threads", help="CPU thread counts to measure in turn, e.g. 1,2 (default: torch's setting)")
     p.add_argument("--report", metavar="JSON", help="do not measure: write the markdown report from this JSON")
-    p.add_argument("--md", default="BENCHMARKS.md", help="markdown report path for --report (default BENCHMARKS.md)")
-    p.add_argument("--plot", help="plot path for --report (default: next to the JSON)")
+    p.add_argument("--md", default=f"{DEFAULT_DIR}/BENCHMARKS.md",
+                   help=f"markdown report path for --report (default {DEFAULT_DIR}/BENCHMARKS.md)")
+    p.add_argument("--plot", help="plot path for --report (default: next to the report, JSON_STEM_width.png)")
     p.add_argument("--notes", help="a markdown file appended to the report (the analysis)")
+    p.add_argument("--force", action="store_true", help="overwrite files that git tracks (BENCHMARKS.md, benchmarks/*)")
     p.set_defaults(func=cmd_bench)
+
+
+def _tracked(path: Path) -> bool | None:
+    """Whether git tracks ``path``; None when git cannot tell (not installed)."""
+    try:
+        done = subprocess.run(["git", "ls-files", "--error-unmatch", "--", path.name], cwd=path.parent,
+                              capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.returncode == 0
+
+
+def refuse_to_replace(paths: list[str | Path], force: bool) -> None:
+    """Usage error (exit 2) before any work when an output would replace a file git tracks (or,
+    without git, any existing file), unless ``--force``."""
+    if force:
+        return
+    for p in map(Path, paths):
+        if not p.exists():
+            continue
+        tracked = _tracked(p.absolute())
+        if tracked or tracked is None:
+            why = "is tracked by git" if tracked else "exists (git cannot tell whether it is committed)"
+            raise ConfigError(f"bench: {p} {why}; pass --force to overwrite it, or write elsewhere "
+                              f"(the default is {DEFAULT_DIR}/)")
 
 
 def cmd_bench(args) -> int:
     from .bench import TARGETS, run_bench, write_json, write_report
 
     if args.report:
-        words = ["localstdp", "bench", "--report", args.report, "--md", args.md]
-        words += (["--plot", args.plot] if args.plot else []) + (["--notes", args.notes] if args.notes else [])
-        md, png = write_report(args.report, args.md, args.plot, args.notes, " ".join(shlex.quote(w) for w in words))
+        plot = args.plot or str(Path(args.md).with_name(Path(args.report).stem + "_width.png"))
+        refuse_to_replace([args.md, plot], args.force)
+        for out in (args.md, plot):
+            try:
+                Path(out).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"cannot create the directory of {out}: {exc.strerror or exc}") from None
+        words = ["localstdp", "bench", "--report", args.report, "--md", args.md, "--plot", plot]
+        words += ["--notes", args.notes] if args.notes else []
+        md, png = write_report(args.report, args.md, plot, args.notes, " ".join(shlex.quote(w) for w in words))
         print(f"wrote {md} and {png}")
         return 0
-    if not args.out:
-        raise ConfigError("bench: --out FILE.json is required (or --report FILE.json)")
     overrides = {}
     for name in ("time_bins", "repeats"):
         value = getattr(args, name)
@@ -47,6 +87,7 @@ def cmd_bench(args) -> int:
             threads = [int(t) for t in args.threads.split(",")]
         except ValueError:
             raise ConfigError(f"bench: --threads {args.threads!r}: expected integers such as 1,2") from None
+    refuse_to_replace([args.out], args.force)
     result = run_bench(quick=args.quick, device=args.device, threads=threads, **overrides)
     words = ["localstdp", "bench", *(["--quick"] if args.quick else []), "--out", args.out]
     words += [] if args.device == "auto" else ["--device", args.device]

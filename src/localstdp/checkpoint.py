@@ -83,35 +83,37 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
     atomic_write_bytes(path, blob)
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load a checkpoint written by :func:`save_checkpoint`; any problem is a CheckpointError."""
+def load_checkpoint(path: str | Path, what: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load a checkpoint written by :func:`save_checkpoint`; any problem is a CheckpointError.
+
+    ``what`` names the file in messages ("checkpoint", or "model file" for model.safetensors)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {path}") from None
+        raise CheckpointError(f"{what} not found: {path}") from None
     except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+        raise CheckpointError(f"cannot read {what} {path}: {exc}") from None
     # a pickle starts with 0x80, a torch.save zip with "PK"; a safetensors file starts with its header
     # length (whose low byte may well be 0x80) and then the JSON header's "{"
     if (raw[:1] == b"\x80" or raw[:2] == b"PK") and raw[8:9] != b"{":
-        raise CheckpointError(f"{path}: looks like a pickle / torch.save file; only safetensors checkpoints are loaded")
+        raise CheckpointError(f"{path}: looks like a pickle / torch.save file; only safetensors files are loaded")
     if not raw:
-        raise CheckpointError(f"{path}: empty file, expected a safetensors checkpoint")
+        raise CheckpointError(f"{path}: empty file, expected a safetensors {what}")
     try:
         tensors = st_load(raw)
         header = _header_metadata(raw)
     except (SafetensorError, ValueError, TypeError, OSError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: not a valid safetensors checkpoint (truncated or corrupt: {exc})") from None
+        raise CheckpointError(f"{path}: not a valid safetensors {what} (truncated or corrupt: {exc})") from None
     if "localstdp" not in header:
-        raise CheckpointError(f"{path}: not a localstdp checkpoint (no 'localstdp' metadata; expected format {FORMAT!r})")
+        raise CheckpointError(f"{path}: not a localstdp {what} (no 'localstdp' metadata; expected format {FORMAT!r})")
     try:
         doc = json.loads(header["localstdp"])
         fmt, meta = doc.get("format"), doc["meta"]
     except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: corrupt checkpoint metadata ({exc})") from None
+        raise CheckpointError(f"{path}: corrupt {what} metadata ({exc})") from None
     if fmt != FORMAT:
-        raise CheckpointError(f"{path}: not a localstdp checkpoint (format {fmt!r}, expected {FORMAT!r})")
+        raise CheckpointError(f"{path}: not a localstdp {what} (format {fmt!r}, expected {FORMAT!r})")
     return tensors, meta
 
 
@@ -133,16 +135,17 @@ def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {f"model.{k}": v for k, v in model.state_dict().items()}
 
 
-def load_model_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+def load_model_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str,
+                       what: str = "checkpoint") -> None:
     """Copy ``model.*`` tensors into ``model``; names and shapes must match exactly."""
     expected = model.state_dict()
     got = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     missing = sorted(set(expected) - set(got))
     if missing:
-        raise CheckpointError(f"{source}: checkpoint lacks {', '.join(missing)}")
+        raise CheckpointError(f"{source}: {what} lacks {', '.join(missing)}")
     extra = sorted(set(got) - set(expected))
     if extra:
-        raise CheckpointError(f"{source}: checkpoint has tensors the model lacks: {', '.join(extra)}")
+        raise CheckpointError(f"{source}: {what} has tensors the model lacks: {', '.join(extra)}")
     for k, v in expected.items():
         if got[k].shape != v.shape:
             raise CheckpointError(

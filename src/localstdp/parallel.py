@@ -671,6 +671,8 @@ def train_from_cli(
     """What ``localstdp train --parallel MODE [--nproc N]`` does: join torchrun's group if this
     process is a torchrun worker, else start ``nproc`` local workers, else train as a group of
     one. Returns rank 0's metrics (None on the other ranks)."""
+    if nproc is not None and nproc < 1:  # 0 is not "not given"
+        raise ConfigError(f"--nproc must be >= 1, got {nproc}")
     if mode == "none":
         if nproc:
             raise ConfigError("--nproc needs --parallel pipeline or --parallel data")

@@ -34,6 +34,7 @@ from .config import ExperimentConfig, config_from_dict, lr_factor
 from .data import Dataset, load_dataset
 from .errors import CheckpointError, ConfigError, DivergenceError, LocalSTDPError, OutputError
 from .model import MLP, build_model
+from .resources import check_memory
 from .rules import LEARNERS
 
 log = logging.getLogger(__name__)
@@ -300,6 +301,7 @@ def train(
     """
     ds = dataset if dataset is not None else load_dataset(cfg.data)
     seed = cfg.train.seed
+    check_memory(cfg, ds.n_features, ds.n_classes, len(ds.y_train))  # one line, not an allocator traceback
     model = build_model(ds.n_features, cfg.model.hidden, ds.n_classes, cfg.model.activation, seed,
                         _receptive_field(cfg, ds))
     learner = make_learner(method, model, cfg, ds.n_classes)
@@ -400,7 +402,7 @@ def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, MLP, str]:
         raise CheckpointError(f"run directory not found: {run_dir}")
     if not (run_dir / MODEL).exists() and (run_dir / CHECKPOINT).exists():
         raise CheckpointError(f"{run_dir} has no {MODEL}: the run has not finished (continue it with train --resume)")
-    tensors, meta = load_checkpoint(run_dir / MODEL)
+    tensors, meta = load_checkpoint(run_dir / MODEL, what="model file")
     try:
         cfg = config_from_dict(meta["config"])
         widths = [int(w) for w in meta["widths"]]
@@ -408,5 +410,5 @@ def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, MLP, str]:
         model = MLP(widths[0], widths[1:-1], widths[-1], cfg.model.activation)
     except (KeyError, TypeError, ValueError, IndexError) as exc:  # ConfigError is a ValueError
         raise CheckpointError(f"{run_dir / MODEL}: incomplete or invalid metadata ({exc})") from None
-    load_model_tensors(model, tensors, str(run_dir / MODEL))
+    load_model_tensors(model, tensors, str(run_dir / MODEL), what="model file")
     return cfg, model, method

@@ -147,6 +147,18 @@ def _record(name, x_tr, y_tr, x_te, y_te, labels, shape, x_va=None, y_va=None) -
     )
 
 
+def _check_idx_dir(path: str) -> None:
+    """A missing IDX directory (no data.url): say which key, where, and how to get the data."""
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        return
+    how = ("install it with `apt-get install dataset-fashion-mnist`" if "fashion" in path.lower()
+           else "put the four IDX files there (Fashion-MNIST: `apt-get install dataset-fashion-mnist`)")
+    raise DataError(f"data.path: IDX directory not found: {Path(path).absolute()}; {how}, or set data.url to "
+                    "download them (see configs/fashion-mnist.toml)")
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Load, filter, split and scale the data set ``cfg`` names. Problems raise DataError."""
     if cfg.name == "idx":
@@ -157,6 +169,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
             from .download import fetch_idx
 
             directory = fetch_idx(cfg.url, cfg.path, cfg.checksums)
+        else:
+            _check_idx_dir(directory)
         x_tr, y_tr, x_te, y_te = load_idx_dir(directory)
         source = f"idx:{cfg.url or cfg.path}"
         keep = _resolve_classes(np.concatenate([y_tr, y_te]), cfg.classes, source)
