@@ -10,8 +10,7 @@ import sys
 
 
 def _add_reproduce(sub) -> None:
-    from .config import PANEL_METHODS
-    from .experiments import SUITES, TASKS
+    from .registry import PANEL_METHODS, SUITES, TASKS  # plain data: --help loads no torch
 
     p = sub.add_parser("reproduce", help="train the panel on every task x seed, attack and certify the models, "
                        "sweep the robustness-accuracy frontier, write tables/plots")

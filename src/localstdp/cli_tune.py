@@ -9,7 +9,7 @@ import sys
 
 
 def _add_tune(sub) -> None:
-    from .config import PANEL_METHODS
+    from .registry import PANEL_METHODS  # plain data: --help loads no torch
 
     p = sub.add_parser("tune", help="choose a method's settings by mean validation accuracy over seeds")
     p.add_argument("--config", required=True, help="TOML config file")

@@ -21,6 +21,7 @@ from typing import Any
 import tomli_w
 
 from .errors import ConfigError
+from .registry import PANEL_METHODS
 from .rules.backprop import BackpropParams
 from .rules.params import RuleParams
 
@@ -195,10 +196,7 @@ class FrontierConfig:
             raise ConfigError(f"frontier.local_epochs = {self.local_epochs!r}: expected integers >= 1")
 
 
-# The methods of the comparison panel (docs/evaluation.md): each trains the same model from the same
-# seed; ``[methods.<name>]`` in a config holds that method's own settings (tables shaped like the
-# config's sections, e.g. [methods.backprop-wd.backprop] weight_decay = 0.003), chosen by `localstdp tune`.
-PANEL_METHODS = ("local", "backprop", "backprop-wd", "backprop-es", "backprop-mse")
+# The methods of the comparison panel: PANEL_METHODS, defined in registry.py (imported above).
 
 
 @dataclass(frozen=True)

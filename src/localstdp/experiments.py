@@ -39,6 +39,7 @@ from .config import ExperimentConfig, load_config
 from .data import Dataset, load_dataset
 from .errors import ConfigError, LocalSTDPError
 from .methods import PANEL, closest_epoch, method_config, resolve_methods, selected_epoch
+from .registry import SUITES, TASKS
 from .robustness import (
     AttackSettings,
     SuiteResult,
@@ -53,21 +54,7 @@ from .train import train
 
 log = logging.getLogger(__name__)
 
-# Task registry: name -> config file shipped in localstdp/configs. A new task is one line here.
-TASKS: dict[str, str] = {
-    "iris-1v2": "iris.toml",
-    "mnist-0v1": "mnist-0v1.toml",
-    "mnist-3v5": "mnist-3v5.toml",
-    "mnist-4v9": "mnist-4v9.toml",
-    "mnist-10": "mnist-10.toml",  # ten classes (issue 7): the 5000-image subset
-    "digits-10": "digits.toml",
-    "fashion-mnist": "fashion-mnist.toml",  # the full 70000 images: needs dataset-fashion-mnist (or data.url)
-}
-# Named groups of tasks for ``localstdp reproduce --suite``.
-SUITES: dict[str, tuple[str, ...]] = {
-    "paper": ("iris-1v2", "mnist-0v1", "mnist-3v5", "mnist-4v9"),
-    "extended": ("iris-1v2", "mnist-0v1", "mnist-3v5", "mnist-4v9", "mnist-10", "digits-10", "fashion-mnist"),
-}
+# Task registry and suites live in registry.py (plain data, read by the CLI parser); re-exported here.
 HEADLINE_EPS = 0.1  # the eps of the paired tests and of the verdicts
 FRONTIER_EPS = (0.05, 0.1)
 UNITS = "units"

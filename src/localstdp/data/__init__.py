@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from ..config import DataConfig
 from ..errors import DataError
@@ -95,6 +94,8 @@ def _check_finite(x: np.ndarray, source: str) -> None:
 
 
 def _split(x, y, cfg: DataConfig, source: str):
+    from sklearn.model_selection import train_test_split  # scipy too: only when a split is made
+
     counts = np.bincount(y)
     if counts.min() < 2:
         raise DataError(f"{source}: every class needs at least 2 examples for a train/test split (counts {counts.tolist()})")
@@ -109,6 +110,8 @@ def _val_split(x, y, cfg: DataConfig, source: str):
     stratified and seeded by ``split_seed`` (its own stream, so the test split does not move)."""
     if cfg.val_fraction == 0:
         return x, y, x[:0], y[:0]
+    from sklearn.model_selection import train_test_split
+
     counts = np.bincount(y)
     if counts.min() < 2:
         raise DataError(f"{source}: every class needs at least 2 training examples for a validation split "

@@ -1,0 +1,31 @@
+"""Names the command line needs before any work: tasks, suites and panel methods.
+
+Plain data, no imports, so that building the ``localstdp`` argument parser (and ``--help``,
+``--version``) does not load torch, numpy or scikit-learn. ``localstdp.experiments`` and
+``localstdp.config`` re-export these names.
+"""
+
+from __future__ import annotations
+
+# Task registry: name -> config file shipped in localstdp/configs. A new task is one line here.
+TASKS: dict[str, str] = {
+    "iris-1v2": "iris.toml",
+    "mnist-0v1": "mnist-0v1.toml",
+    "mnist-3v5": "mnist-3v5.toml",
+    "mnist-4v9": "mnist-4v9.toml",
+    "mnist-10": "mnist-10.toml",  # ten classes (issue 7): the 5000-image subset
+    "digits-10": "digits.toml",
+    "fashion-mnist": "fashion-mnist.toml",  # the full 70000 images: needs dataset-fashion-mnist (or data.url)
+}
+# Named groups of tasks for ``localstdp reproduce --suite``.
+SUITES: dict[str, tuple[str, ...]] = {
+    "paper": ("iris-1v2", "mnist-0v1", "mnist-3v5", "mnist-4v9"),
+    "extended": ("iris-1v2", "mnist-0v1", "mnist-3v5", "mnist-4v9", "mnist-10", "digits-10", "fashion-mnist"),
+}
+
+# The methods of the comparison panel (docs/evaluation.md): each trains the same model from the same
+# seed; ``[methods.<name>]`` in a config holds that method's own settings (tables shaped like the
+# config's sections, e.g. [methods.backprop-wd.backprop] weight_decay = 0.003), chosen by `localstdp tune`.
+PANEL_METHODS: tuple[str, ...] = ("local", "backprop", "backprop-wd", "backprop-es", "backprop-mse")
+
+__all__ = ["PANEL_METHODS", "SUITES", "TASKS"]
