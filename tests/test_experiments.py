@@ -67,6 +67,7 @@ def tiny_run(tmp_path_factory):
                "--pgd-steps", "3", "--pgd-restarts", "1", "--square-queries", "5", "--no-autoattack",
                "--tasks", *TASKS, "--set", WD, "--set", "frontier.backprop_weight_decay=[0.0, 0.01]",
                "--set", "frontier.local_lr=[0.05]", "--set", "frontier.local_weight_decay=[]",
+               "--set", "frontier.local_epochs=[]", "--jobs", "1",
                "--out", str(out), "--no-progress"])
     assert rc == 0
     return out, json.loads((out / "results.json").read_text())
@@ -131,7 +132,7 @@ def test_same_seed_same_numbers(tiny_run):
 def test_matched_takes_the_kept_epoch_chosen_on_validation_under_a_cosine_schedule():
     # backprop with a tiny learning rate stays far below the local rule: the local rule is taken at
     # the epoch of ITS OWN full run (cosine schedule over 4 epochs) whose validation accuracy is closest
-    cfg = tiny_cfg("mnist-3v5", "backprop.lr=1e-6", "train.lr_schedule=\"cosine\"")
+    cfg = tiny_cfg("mnist-3v5", "backprop.lr=1e-6", "train.lr=0.2", "train.lr_schedule=\"cosine\"")
     res = E.run_grid({"mnist-3v5": cfg}, tiny(seeds=1, frontier_seeds=0, epochs=4, methods=("local", "backprop")))
     rows = {r["method"]: r for r in res["rows"]}
     (m,) = res["matched"]

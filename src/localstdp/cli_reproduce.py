@@ -6,6 +6,7 @@ Registered in :data:`localstdp.cli.SUBCOMMANDS`; parses, calls experiments/repor
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 
@@ -32,6 +33,8 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--square-queries", type=int, default=300, help="Square attack iterations (default 300)")
     p.add_argument("--no-autoattack", action="store_true", help="leave AutoAttack out of the suite")
     p.add_argument("--no-certify", action="store_true", help="skip the certified (bound) accuracy")
+    p.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4),
+                   help="worker processes, one thread each (default: the CPU count, at most 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_reproduce)
 
@@ -54,12 +57,15 @@ def cmd_reproduce(args) -> int:
                             n_attack=args.n_attack, certify=not args.no_certify, attacks=attacks)
     if not args.debug:  # ART logs every attack's success rate at INFO; -v should show our progress only
         logging.getLogger("art").setLevel(logging.WARNING)
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: expected an integer >= 1")
     tasks = resolve_tasks(args.tasks, args.suite)
     cfgs = {t: task_config(t).with_sets(args.set) for t in tasks}
     print(f"reproduce: tasks {', '.join(tasks)}; methods {' '.join(methods)}; {args.seeds} seed(s), frontier "
           f"{args.frontier_seeds} seed(s) -> {args.out}", file=sys.stderr)
     try:
-        results = run_grid(cfgs, settings, progress=not args.no_progress, out=args.out, resume=args.resume)
+        results = run_grid(cfgs, settings, progress=not args.no_progress, out=args.out, resume=args.resume,
+                           jobs=args.jobs)
     except KeyboardInterrupt as exc:
         from pathlib import Path
 

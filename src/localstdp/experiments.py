@@ -31,26 +31,17 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-
 from . import __version__
 from .checkpoint import atomic_write_text
 from .config import ExperimentConfig, load_config
 from .data import Dataset, load_dataset
 from .errors import ConfigError, LocalSTDPError
-from .methods import PANEL, closest_epoch, method_config, resolve_methods, selected_epoch
+from .methods import PANEL, method_config, resolve_methods
 from .registry import SUITES, TASKS
 from .robustness import (
     AttackSettings,
-    SuiteResult,
-    add_transfer,
-    add_worst,
-    attack_suite,
-    correct,
-    eps_key,
-    masking_checks,
 )
-from .train import train
+from .units import attack_indices, frontier_points, frontier_unit, pack, panel_unit, point_name, unpack  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -118,195 +109,6 @@ def resolve_tasks(tasks: Sequence[str] | None = None, suite: str | None = None) 
     return list(SUITES[suite])
 
 
-def attack_indices(n_test: int, n_attack: int | None, seed: int = 20201124) -> np.ndarray:
-    """The attacked test examples: all of them, or a fixed seeded subset of ``n_attack``."""
-    if n_attack is None or n_attack >= n_test:
-        return np.arange(n_test)
-    return np.sort(np.random.default_rng(seed).choice(n_test, size=n_attack, replace=False))
-
-
-def pack(bits: np.ndarray) -> str:
-    """A bool vector as a hex string (results.json keeps per-example correctness compactly)."""
-    return np.packbits(np.asarray(bits, dtype=bool)).tobytes().hex()
-
-
-def unpack(hexstr: str, n: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(bytes.fromhex(hexstr), dtype=np.uint8))[:n].astype(bool)
-
-
-# ---------------------------------------------------------------------------------------------
-# one model
-
-
-@dataclass
-class Trained:
-    model: object
-    metrics: dict
-    epoch: int  # the reported epoch (1-based)
-    states: list  # per-epoch weights of the full run
-
-
-def train_method(cfg: ExperimentConfig, method: str, ds: Dataset, seed: int, epochs: int | None = None) -> Trained:
-    """Train one panel method and load the weights of its reported epoch (the last, or the best
-    validation epoch for early stopping)."""
-    spec = PANEL[method]
-    mcfg = method_config(cfg, method).with_overrides(seed=seed, epochs=epochs)
-    m = train(mcfg, spec.learner, None, dataset=ds, keep_epochs=True)
-    e = selected_epoch(m["history"], spec.early_stop)
-    model = m.pop("model")
-    states = m.pop("epoch_states")
-    if e != len(m["history"]):
-        model.load_state_dict(states[e - 1])
-    return Trained(model, m, e, states)
-
-
-def _attack(model, ds: Dataset, idx: np.ndarray, settings: GridSettings, eps: Sequence[float], seed: int) -> SuiteResult:
-    """The attack suite at ``eps`` on the attacked examples, plus the certified accuracy."""
-    x, y = ds.x_test[idx].numpy(), ds.y_test[idx].numpy()
-    res = attack_suite(model, x, y, ds.input_shape, ds.n_classes,
-                       dataclasses.replace(settings.attacks, eps=tuple(eps)), seed=seed)
-    if settings.certify:
-        from .bounds import certified_correct
-
-        res.correct["certified"] = {eps_key(e): certified_correct(model, x, y, e) for e in eps}
-    return res
-
-
-def _per_example(res: SuiteResult) -> dict:
-    return {a: {k: pack(v) for k, v in per.items()} for a, per in res.correct.items()}
-
-
-def _history(metrics: dict) -> list[dict]:
-    return [{k: h.get(k) for k in ("epoch", "loss", "train_accuracy", "val_accuracy", "test_accuracy")}
-            for h in metrics["history"]]
-
-
-def _row(task: str, method: str, seed: int, t: Trained, ds: Dataset, res: SuiteResult, n_attacked: int) -> dict:
-    h = t.metrics["history"][t.epoch - 1]
-    clean = correct(t.model, ds.x_test.numpy(), ds.y_test.numpy())
-    return {
-        "task": task, "method": method, "seed": seed,
-        "epoch": t.epoch, "epochs": int(t.metrics["epochs"]),
-        "clean_accuracy": float(clean.mean()), "val_accuracy": h["val_accuracy"],
-        "train_accuracy": float(h["train_accuracy"]), "n_test": len(clean),
-        "attacked_clean_accuracy": float(res.clean.mean()), "n_attacked": n_attacked,
-        "robust_accuracy": res.accuracy(),
-        "per_example": {"clean": pack(clean)} | _per_example(res),
-        "zero_gradient_fraction": res.zero_gradient_fraction,
-        "history": _history(t.metrics), "wall_seconds": float(t.metrics["wall_seconds"]),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# units: one seed of a task's panel; one frontier point and seed
-
-
-def panel_unit(task: str, cfg: ExperimentConfig, ds: Dataset, seed: int, settings: GridSettings,
-               say: Callable[[str], None] = lambda s: None) -> dict:
-    """Every panel method of one seed: rows (with transfer, worst case, checks) and matched records."""
-    idx = attack_indices(len(ds.y_test), settings.n_attack)
-    y = ds.y_test[idx].numpy()
-    trained, suites = {}, {}
-    for method in settings.methods:
-        say(f"{task} seed {seed}: train {method}")
-        trained[method] = train_method(cfg, method, ds, seed, settings.epochs)
-        say(f"{task} seed {seed}: attack {method}")
-        suites[method] = _attack(trained[method].model, ds, idx, settings, settings.attacks.eps, seed)
-    for target in settings.methods:  # transfer: survive the PGD examples of every other method's model
-        others = [m for m in settings.methods if m != target]
-        parts = []
-        for source in others:
-            tmp = SuiteResult(clean=suites[target].clean)
-            add_transfer(trained[target].model, tmp, suites[source], y)
-            parts.append(tmp.correct["transfer"])
-        if parts:
-            suites[target].correct["transfer"] = {k: np.logical_and.reduce([p[k] for p in parts]) for k in parts[0]}
-    rows = []
-    for method in settings.methods:
-        add_worst(suites[method])
-        checks = masking_checks(suites[method], ds.n_classes, settings.attacks)
-        row = _row(task, method, seed, trained[method], ds, suites[method], len(idx))
-        rows.append(row | {"checks": checks["checks"], "check_values": checks["values"]})
-    matched = [m for b in settings.methods if b != "local"
-               if (m := _matched(task, seed, "local", b, trained, suites, ds, idx, settings, say)) is not None]
-    return {"rows": rows, "matched": matched}
-
-
-def _own_attacks(res: SuiteResult, keys: Sequence[str]) -> SuiteResult:
-    """``res`` restricted to its own attacks (no transfer) at ``keys``, with its worst case."""
-    own = {a: {k: v[k] for k in keys} for a, v in res.correct.items() if a not in ("transfer", "worst")}
-    out = SuiteResult(clean=res.clean, correct=own)
-    add_worst(out)
-    return out
-
-
-def _matched(task, seed, a, b, trained, suites, ds, idx, settings, say) -> dict | None:
-    """Robustness at matched clean accuracy: the method with the higher VALIDATION accuracy, taken
-    at the epoch of its full run whose validation accuracy is closest to the other's."""
-    va = {m: trained[m].metrics["history"][trained[m].epoch - 1]["val_accuracy"] for m in (a, b)}
-    if va[a] is None or va[b] is None or abs(va[a] - va[b]) <= settings.match_tol:
-        return None
-    hi, lo = (a, b) if va[a] > va[b] else (b, a)
-    t = trained[hi]
-    epoch = closest_epoch(t.metrics["history"][: t.epoch], va[lo])
-    say(f"{task} seed {seed}: matched {hi} at epoch {epoch}")
-    keys = [eps_key(e) for e in settings.frontier_eps]
-    t.model.load_state_dict(t.states[epoch - 1])
-    s_hi = _attack(t.model, ds, idx, settings, settings.frontier_eps, seed)
-    add_worst(s_hi)
-    clean_hi = correct(t.model, ds.x_test.numpy(), ds.y_test.numpy())
-    t.model.load_state_dict(t.states[t.epoch - 1])
-    s_lo = _own_attacks(suites[lo], keys)
-    clean_lo = correct(trained[lo].model, ds.x_test.numpy(), ds.y_test.numpy())
-    return {"task": task, "seed": seed, "pair": [a, b], "stopped_method": hi, "stopped_epoch": epoch,
-            "reference_method": lo, "val_accuracy": {hi: t.metrics["history"][epoch - 1]["val_accuracy"], lo: va[lo]},
-            "clean_accuracy": {hi: float(clean_hi.mean()), lo: float(clean_lo.mean())},
-            "robust_accuracy": {hi: s_hi.accuracy(), lo: s_lo.accuracy()},
-            "per_example": {hi: {"worst": {k: pack(s_hi.correct["worst"][k]) for k in keys}},
-                            lo: {"worst": {k: pack(s_lo.correct["worst"][k]) for k in keys}}}}
-
-
-def frontier_points(cfg: ExperimentConfig) -> list[dict]:
-    """The frontier's points: backprop's weight decay, and the local rule at its own settings and
-    along each of its knobs. ``overrides`` are ``--set`` strings applied to the method's config."""
-    f = cfg.frontier
-    pts = [{"method": "backprop", "knob": "backprop.weight_decay", "value": v,
-            "overrides": [f"backprop.weight_decay={v!r}"]} for v in f.backprop_weight_decay]
-    pts.append({"method": "local", "knob": "base", "value": None, "overrides": []})
-    pts += [{"method": "local", "knob": "train.lr", "value": v, "overrides": [f"train.lr={v!r}"]} for v in f.local_lr]
-    pts += [{"method": "local", "knob": "train.epochs", "value": v, "overrides": [f"train.epochs={v!r}"]}
-            for v in f.local_epochs]
-    pts += [{"method": "local", "knob": "rule.weight_decay", "value": v, "overrides": [f"rule.weight_decay={v!r}"]}
-            for v in f.local_weight_decay]
-    return pts
-
-
-KNOB_LABELS = {"backprop.weight_decay": "weight_decay", "train.lr": "eta", "train.epochs": "epochs",
-               "rule.weight_decay": "weight_decay"}
-
-
-def point_name(p: dict) -> str:
-    """e.g. "backprop:weight_decay=0.001", "local" (its own settings), "local:eta=0.2"."""
-    return p["method"] if p["knob"] == "base" else f"{p['method']}:{KNOB_LABELS[p['knob']]}={p['value']}"
-
-
-def frontier_unit(task: str, cfg: ExperimentConfig, ds: Dataset, point: dict, seed: int, settings: GridSettings,
-                  say: Callable[[str], None] = lambda s: None) -> dict:
-    """One frontier point and seed: clean accuracy and robust accuracy at frontier_eps (own attacks)."""
-    idx = attack_indices(len(ds.y_test), settings.n_attack)
-    base = method_config(cfg, point["method"])
-    pcfg = base.with_sets(point["overrides"])
-    epochs = None if point["knob"] == "train.epochs" else settings.epochs
-    say(f"{task} frontier {point_name(point)} seed {seed}: train")
-    t = train_method(pcfg, "local" if point["method"] == "local" else "backprop", ds, seed, epochs)
-    say(f"{task} frontier {point_name(point)} seed {seed}: attack")
-    res = _attack(t.model, ds, idx, settings, settings.frontier_eps, seed)
-    add_worst(res)
-    row = _row(task, point["method"], seed, t, ds, res, len(idx))
-    row.pop("history")
-    return {"rows": [row | {"point": point_name(point), "knob": point["knob"], "value": point["value"]}]}
-
-
 # ---------------------------------------------------------------------------------------------
 # the grid, unit by unit, resumable
 
@@ -318,29 +120,62 @@ def fingerprint(task: str, cfg: ExperimentConfig, settings: GridSettings) -> str
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _units(task: str, cfg: ExperimentConfig, settings: GridSettings) -> list[tuple[str, Callable]]:
-    units = [(f"{task}/panel-seed{s}", lambda ds, say, s=s: panel_unit(task, cfg, ds, s, settings, say))
-             for s in range(settings.seeds)]
+def _units(task: str, cfg: ExperimentConfig, settings: GridSettings) -> list[tuple[str, str, str, object]]:
+    """(unit name, task, kind, argument): the panel's seeds, then every frontier point x seed."""
+    units = [(f"{task}/panel-seed{s}", task, "panel", s) for s in range(settings.seeds)]
     for p in frontier_points(cfg) if settings.frontier_seeds else []:
-        for s in range(settings.frontier_seeds):
-            units.append((f"{task}/frontier-{point_name(p)}-seed{s}",
-                          lambda ds, say, p=p, s=s: frontier_unit(task, cfg, ds, p, s, settings, say)))
+        units += [(f"{task}/frontier-{point_name(p)}-seed{s}", task, "frontier", (p, s))
+                  for s in range(settings.frontier_seeds)]
     return units
+
+
+def run_unit(kind: str, task: str, cfg: ExperimentConfig, ds: Dataset, arg, settings: GridSettings,
+             say: Callable[[str], None] = lambda s: None) -> dict:
+    if kind == "panel":
+        return panel_unit(task, cfg, ds, arg, settings, say)
+    point, seed = arg
+    return frontier_unit(task, cfg, ds, point, seed, settings, say)
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(datasets: dict, queue) -> None:
+    """A unit worker: one thread (the workers share the cores), ART quiet, Ctrl-C left to the parent."""
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    logging.getLogger("art").setLevel(logging.WARNING)
+    _WORKER.update(data=dict(datasets), queue=queue)
+
+
+def _worker_run(kind: str, task: str, cfg: ExperimentConfig, arg, settings: GridSettings) -> dict:
+    data = _WORKER["data"]
+    if task not in data:
+        data[task] = load_dataset(cfg.data)
+    return run_unit(kind, task, cfg, data[task], arg, settings, _WORKER["queue"].put)
 
 
 def run_grid(tasks: Sequence[str] | Mapping[str, ExperimentConfig], settings: GridSettings = GridSettings(),
              progress: bool = False, datasets: Mapping[str, Dataset] | None = None, out: str | Path | None = None,
-             resume: bool = False) -> dict:
+             resume: bool = False, jobs: int = 1) -> dict:
     """Run every unit; returns the results dict written to results.json (see localstdp.analysis).
 
     ``tasks`` is a list of registered task names, or a mapping name -> config (tests use tiny ones).
     With ``out``, each finished unit is written to ``out/units/<task>/<unit>.json``; ``resume``
-    loads those made with the same fingerprint and refuses others.
+    loads those made with the same fingerprint and refuses others. ``jobs`` > 1 runs units in that
+    many worker processes of one thread each (numbers equal a one-thread run, not always bit for bit
+    a multi-thread one).
     """
     from .analysis import summarise
 
+    if jobs < 1:
+        raise ConfigError(f"jobs = {jobs!r}: expected an integer >= 1")
     cfgs = dict(tasks) if isinstance(tasks, Mapping) else {t: task_config(t) for t in tasks}
-    plan = [(t, name, fn) for t, c in cfgs.items() for name, fn in _units(t, c, settings)]
+    plan = [u for t, c in cfgs.items() for u in _units(t, c, settings)]
     unit_dir = Path(out) / UNITS if out is not None else None
     if unit_dir is not None and unit_dir.exists() and not resume:
         for old in unit_dir.glob("*/*.json"):
@@ -348,7 +183,7 @@ def run_grid(tasks: Sequence[str] | Mapping[str, ExperimentConfig], settings: Gr
     prints = {t: fingerprint(t, c, settings) for t, c in cfgs.items()}
     done: dict[str, dict] = {}
     if resume and unit_dir is not None:
-        for t, name, _ in plan:
+        for name, t, _, _ in plan:
             path = unit_dir / f"{name}.json"
             if path.exists():
                 try:
@@ -366,29 +201,34 @@ def run_grid(tasks: Sequence[str] | Mapping[str, ExperimentConfig], settings: Gr
         bar = tqdm(total=len(plan), initial=len(done), desc="reproduce", unit="unit", dynamic_ncols=True)
     say = (lambda s: bar.set_postfix_str(s, refresh=True)) if bar is not None else (lambda s: log.info("%s", s))
     t0 = time.perf_counter()
-    results: dict[str, dict] = {}
-    data: dict[str, Dataset] = dict(datasets or {})
+    results: dict[str, dict] = dict(done)
+
+    def finish(name: str, task: str, rec: dict) -> None:
+        rec = rec | {"fingerprint": prints[task], "unit": name}
+        if unit_dir is not None:
+            (unit_dir / task).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(unit_dir / f"{name}.json", json.dumps(rec) + "\n")
+        results[name] = rec
+        if bar is not None:
+            bar.update(1)
+
+    todo = [u for u in plan if u[0] not in done]
     try:
-        for t, name, fn in plan:
-            if name in done:
-                results[name] = done[name]
-                continue
-            if t not in data:
-                say(f"{t}: load data")
-                data[t] = load_dataset(cfgs[t].data)
-            rec = fn(data[t], say) | {"fingerprint": prints[t], "unit": name}
-            if unit_dir is not None:
-                (unit_dir / t).mkdir(parents=True, exist_ok=True)
-                atomic_write_text(unit_dir / f"{name}.json", json.dumps(rec) + "\n")
-            results[name] = rec
-            if bar is not None:
-                bar.update(1)
+        if jobs == 1 or len(todo) <= 1:
+            data: dict[str, Dataset] = dict(datasets or {})
+            for name, t, kind, arg in todo:
+                if t not in data:
+                    say(f"{t}: load data")
+                    data[t] = load_dataset(cfgs[t].data)
+                finish(name, t, run_unit(kind, t, cfgs[t], data[t], arg, settings, say))
+        else:
+            _run_parallel(todo, cfgs, settings, datasets or {}, jobs, say, finish)
     finally:
         if bar is not None:
             bar.close()
-    rows = [r for _, n, _ in plan if "/panel-" in n for r in results[n]["rows"]]
-    matched = [m for _, n, _ in plan if "/panel-" in n for m in results[n]["matched"]]
-    frontier = [r for _, n, _ in plan if "/frontier-" in n for r in results[n]["rows"]]
+    rows = [r for n, *_ in plan if "/panel-" in n for r in results[n]["rows"]]
+    matched = [m for n, *_ in plan if "/panel-" in n for m in results[n]["matched"]]
+    frontier = [r for n, *_ in plan if "/frontier-" in n for r in results[n]["rows"]]
     settings_out = {
         "seeds": list(range(settings.seeds)), "frontier_seeds": list(range(settings.frontier_seeds)),
         "methods": list(settings.methods), "frontier_eps": list(settings.frontier_eps),
@@ -398,9 +238,41 @@ def run_grid(tasks: Sequence[str] | Mapping[str, ExperimentConfig], settings: Gr
                       "frontier": dataclasses.asdict(c.frontier)} for t, c in cfgs.items()},
         "n_attack_cap": settings.n_attack, "match_tol": settings.match_tol, "headline_eps": HEADLINE_EPS,
         "certify": settings.certify, "n_boot": settings.n_boot, "attacks": dataclasses.asdict(settings.attacks),
-        "version": __version__, "units_resumed": len(done), "wall_seconds": time.perf_counter() - t0,
+        "version": __version__, "jobs": jobs, "units_resumed": len(done), "wall_seconds": time.perf_counter() - t0,
     }
     return summarise({"settings": settings_out, "rows": rows, "matched": matched, "frontier_rows": frontier})
+
+
+def _run_parallel(todo, cfgs, settings, datasets, jobs, say, finish) -> None:
+    """Units in ``jobs`` worker processes; each finished unit is handed to ``finish`` at once, and
+    the workers' status lines reach ``say``. Ctrl-C stops the workers (finished units stay written)."""
+    import multiprocessing
+    import queue as queue_mod
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager:
+        q = manager.Queue()
+        ex = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(dict(datasets), q))
+        try:
+            futs = {ex.submit(_worker_run, kind, t, cfgs[t], arg, settings): (name, t) for name, t, kind, arg in todo}
+            pending = set(futs)
+            while pending:
+                ready, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                try:
+                    while True:
+                        say(q.get_nowait())
+                except queue_mod.Empty:
+                    pass
+                for f in ready:
+                    name, t = futs[f]
+                    finish(name, t, f.result())
+        except BaseException:
+            for p in list(getattr(ex, "_processes", {}).values()):
+                p.terminate()
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
+        ex.shutdown()
 
 
 def _method_settings(cfg: ExperimentConfig, method: str) -> dict:

@@ -1,0 +1,216 @@
+"""The units of ``reproduce``: one seed of a task's panel, one frontier point and seed.
+
+A panel unit trains every panel method of one seed (localstdp.methods), attacks each model
+(localstdp.robustness) and certifies it (localstdp.bounds), transfers every other model's PGD
+examples to it, takes the per-example worst case and the masking checks, and runs the matched-
+accuracy comparisons (kept epoch weights, chosen on validation). A frontier unit trains one point of
+the robustness-accuracy frontier and attacks it at the frontier eps. Per-example correctness is kept
+(hex-packed) so the statistics can resample test examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .config import ExperimentConfig
+from .data import Dataset
+from .methods import PANEL, closest_epoch, method_config, selected_epoch
+from .robustness import SuiteResult, add_transfer, add_worst, attack_suite, correct, eps_key, masking_checks
+from .train import train
+
+if TYPE_CHECKING:
+    from .experiments import GridSettings
+
+
+def attack_indices(n_test: int, n_attack: int | None, seed: int = 20201124) -> np.ndarray:
+    """The attacked test examples: all of them, or a fixed seeded subset of ``n_attack``."""
+    if n_attack is None or n_attack >= n_test:
+        return np.arange(n_test)
+    return np.sort(np.random.default_rng(seed).choice(n_test, size=n_attack, replace=False))
+
+
+def pack(bits: np.ndarray) -> str:
+    """A bool vector as a hex string (results.json keeps per-example correctness compactly)."""
+    return np.packbits(np.asarray(bits, dtype=bool)).tobytes().hex()
+
+
+def unpack(hexstr: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(hexstr), dtype=np.uint8))[:n].astype(bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# one model
+
+
+@dataclass
+class Trained:
+    model: object
+    metrics: dict
+    epoch: int  # the reported epoch (1-based)
+    states: list  # per-epoch weights of the full run
+
+
+def train_method(cfg: ExperimentConfig, method: str, ds: Dataset, seed: int, epochs: int | None = None) -> Trained:
+    """Train one panel method and load the weights of its reported epoch (the last, or the best
+    validation epoch for early stopping)."""
+    spec = PANEL[method]
+    mcfg = method_config(cfg, method).with_overrides(seed=seed, epochs=epochs)
+    m = train(mcfg, spec.learner, None, dataset=ds, keep_epochs=True)
+    e = selected_epoch(m["history"], spec.early_stop)
+    model = m.pop("model")
+    states = m.pop("epoch_states")
+    if e != len(m["history"]):
+        model.load_state_dict(states[e - 1])
+    return Trained(model, m, e, states)
+
+
+def _attack(model, ds: Dataset, idx: np.ndarray, settings: GridSettings, eps: Sequence[float], seed: int) -> SuiteResult:
+    """The attack suite at ``eps`` on the attacked examples, plus the certified accuracy."""
+    x, y = ds.x_test[idx].numpy(), ds.y_test[idx].numpy()
+    res = attack_suite(model, x, y, ds.input_shape, ds.n_classes,
+                       dataclasses.replace(settings.attacks, eps=tuple(eps)), seed=seed)
+    if settings.certify:
+        from .bounds import certified_correct
+
+        res.correct["certified"] = {eps_key(e): certified_correct(model, x, y, e) for e in eps}
+    return res
+
+
+def _per_example(res: SuiteResult) -> dict:
+    return {a: {k: pack(v) for k, v in per.items()} for a, per in res.correct.items()}
+
+
+def _history(metrics: dict) -> list[dict]:
+    return [{k: h.get(k) for k in ("epoch", "loss", "train_accuracy", "val_accuracy", "test_accuracy")}
+            for h in metrics["history"]]
+
+
+def _row(task: str, method: str, seed: int, t: Trained, ds: Dataset, res: SuiteResult, n_attacked: int) -> dict:
+    h = t.metrics["history"][t.epoch - 1]
+    clean = correct(t.model, ds.x_test.numpy(), ds.y_test.numpy())
+    return {
+        "task": task, "method": method, "seed": seed,
+        "epoch": t.epoch, "epochs": int(t.metrics["epochs"]),
+        "clean_accuracy": float(clean.mean()), "val_accuracy": h["val_accuracy"],
+        "train_accuracy": float(h["train_accuracy"]), "n_test": len(clean),
+        "attacked_clean_accuracy": float(res.clean.mean()), "n_attacked": n_attacked,
+        "robust_accuracy": res.accuracy(),
+        "per_example": {"clean": pack(clean)} | _per_example(res),
+        "zero_gradient_fraction": res.zero_gradient_fraction,
+        "history": _history(t.metrics), "wall_seconds": float(t.metrics["wall_seconds"]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# units: one seed of a task's panel; one frontier point and seed
+
+
+def panel_unit(task: str, cfg: ExperimentConfig, ds: Dataset, seed: int, settings: GridSettings,
+               say: Callable[[str], None] = lambda s: None) -> dict:
+    """Every panel method of one seed: rows (with transfer, worst case, checks) and matched records."""
+    idx = attack_indices(len(ds.y_test), settings.n_attack)
+    y = ds.y_test[idx].numpy()
+    trained, suites = {}, {}
+    for method in settings.methods:
+        say(f"{task} seed {seed}: train {method}")
+        trained[method] = train_method(cfg, method, ds, seed, settings.epochs)
+        say(f"{task} seed {seed}: attack {method}")
+        suites[method] = _attack(trained[method].model, ds, idx, settings, settings.attacks.eps, seed)
+    for target in settings.methods:  # transfer: survive the PGD examples of every other method's model
+        others = [m for m in settings.methods if m != target]
+        parts = []
+        for source in others:
+            tmp = SuiteResult(clean=suites[target].clean)
+            add_transfer(trained[target].model, tmp, suites[source], y)
+            parts.append(tmp.correct["transfer"])
+        if parts:
+            suites[target].correct["transfer"] = {k: np.logical_and.reduce([p[k] for p in parts]) for k in parts[0]}
+    rows = []
+    for method in settings.methods:
+        add_worst(suites[method])
+        checks = masking_checks(suites[method], ds.n_classes, settings.attacks)
+        row = _row(task, method, seed, trained[method], ds, suites[method], len(idx))
+        rows.append(row | {"checks": checks["checks"], "check_values": checks["values"]})
+    matched = [m for b in settings.methods if b != "local"
+               if (m := _matched(task, seed, "local", b, trained, suites, ds, idx, settings, say)) is not None]
+    return {"rows": rows, "matched": matched}
+
+
+def _own_attacks(res: SuiteResult, keys: Sequence[str]) -> SuiteResult:
+    """``res`` restricted to its own attacks (no transfer) at ``keys``, with its worst case."""
+    own = {a: {k: v[k] for k in keys} for a, v in res.correct.items() if a not in ("transfer", "worst")}
+    out = SuiteResult(clean=res.clean, correct=own)
+    add_worst(out)
+    return out
+
+
+def _matched(task, seed, a, b, trained, suites, ds, idx, settings, say) -> dict | None:
+    """Robustness at matched clean accuracy: the method with the higher VALIDATION accuracy, taken
+    at the epoch of its full run whose validation accuracy is closest to the other's."""
+    va = {m: trained[m].metrics["history"][trained[m].epoch - 1]["val_accuracy"] for m in (a, b)}
+    if va[a] is None or va[b] is None or abs(va[a] - va[b]) <= settings.match_tol:
+        return None
+    hi, lo = (a, b) if va[a] > va[b] else (b, a)
+    t = trained[hi]
+    epoch = closest_epoch(t.metrics["history"][: t.epoch], va[lo])
+    say(f"{task} seed {seed}: matched {hi} at epoch {epoch}")
+    keys = [eps_key(e) for e in settings.frontier_eps]
+    t.model.load_state_dict(t.states[epoch - 1])
+    s_hi = _attack(t.model, ds, idx, settings, settings.frontier_eps, seed)
+    add_worst(s_hi)
+    clean_hi = correct(t.model, ds.x_test.numpy(), ds.y_test.numpy())
+    t.model.load_state_dict(t.states[t.epoch - 1])
+    s_lo = _own_attacks(suites[lo], keys)
+    clean_lo = correct(trained[lo].model, ds.x_test.numpy(), ds.y_test.numpy())
+    return {"task": task, "seed": seed, "pair": [a, b], "stopped_method": hi, "stopped_epoch": epoch,
+            "reference_method": lo, "val_accuracy": {hi: t.metrics["history"][epoch - 1]["val_accuracy"], lo: va[lo]},
+            "clean_accuracy": {hi: float(clean_hi.mean()), lo: float(clean_lo.mean())},
+            "robust_accuracy": {hi: s_hi.accuracy(), lo: s_lo.accuracy()},
+            "per_example": {hi: {"worst": {k: pack(s_hi.correct["worst"][k]) for k in keys}},
+                            lo: {"worst": {k: pack(s_lo.correct["worst"][k]) for k in keys}}}}
+
+
+def frontier_points(cfg: ExperimentConfig) -> list[dict]:
+    """The frontier's points: backprop's weight decay, and the local rule at its own settings and
+    along each of its knobs. ``overrides`` are ``--set`` strings applied to the method's config."""
+    f = cfg.frontier
+    pts = [{"method": "backprop", "knob": "backprop.weight_decay", "value": v,
+            "overrides": [f"backprop.weight_decay={v!r}"]} for v in f.backprop_weight_decay]
+    pts.append({"method": "local", "knob": "base", "value": None, "overrides": []})
+    pts += [{"method": "local", "knob": "train.lr", "value": v, "overrides": [f"train.lr={v!r}"]} for v in f.local_lr]
+    pts += [{"method": "local", "knob": "train.epochs", "value": v, "overrides": [f"train.epochs={v!r}"]}
+            for v in f.local_epochs]
+    pts += [{"method": "local", "knob": "rule.weight_decay", "value": v, "overrides": [f"rule.weight_decay={v!r}"]}
+            for v in f.local_weight_decay]
+    return pts
+
+
+KNOB_LABELS = {"backprop.weight_decay": "weight_decay", "train.lr": "eta", "train.epochs": "epochs",
+               "rule.weight_decay": "weight_decay"}
+
+
+def point_name(p: dict) -> str:
+    """e.g. "backprop:weight_decay=0.001", "local" (its own settings), "local:eta=0.2"."""
+    return p["method"] if p["knob"] == "base" else f"{p['method']}:{KNOB_LABELS[p['knob']]}={p['value']}"
+
+
+def frontier_unit(task: str, cfg: ExperimentConfig, ds: Dataset, point: dict, seed: int, settings: GridSettings,
+                  say: Callable[[str], None] = lambda s: None) -> dict:
+    """One frontier point and seed: clean accuracy and robust accuracy at frontier_eps (own attacks)."""
+    idx = attack_indices(len(ds.y_test), settings.n_attack)
+    base = method_config(cfg, point["method"])
+    pcfg = base.with_sets(point["overrides"])
+    epochs = None if point["knob"] == "train.epochs" else settings.epochs
+    say(f"{task} frontier {point_name(point)} seed {seed}: train")
+    t = train_method(pcfg, "local" if point["method"] == "local" else "backprop", ds, seed, epochs)
+    say(f"{task} frontier {point_name(point)} seed {seed}: attack")
+    res = _attack(t.model, ds, idx, settings, settings.frontier_eps, seed)
+    add_worst(res)
+    row = _row(task, point["method"], seed, t, ds, res, len(idx))
+    row.pop("history")
+    return {"rows": [row | {"point": point_name(point), "knob": point["knob"], "value": point["value"]}]}
