@@ -113,10 +113,19 @@ def resolve_tasks(tasks: Sequence[str] | None = None, suite: str | None = None) 
 # the grid, unit by unit, resumable
 
 
+def code_version() -> str:
+    """The package version and a hash of its source files: any code change makes new units."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return f"{__version__}+{h.hexdigest()[:12]}"
+
+
 def fingerprint(task: str, cfg: ExperimentConfig, settings: GridSettings) -> str:
     """What a unit's numbers depend on: the task's config, the settings and the code version."""
     blob = json.dumps({"task": task, "config": cfg.to_dict(), "settings": dataclasses.asdict(settings),
-                       "version": __version__}, sort_keys=True, default=str)
+                       "version": code_version()}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -238,7 +247,7 @@ def run_grid(tasks: Sequence[str] | Mapping[str, ExperimentConfig], settings: Gr
                       "frontier": dataclasses.asdict(c.frontier)} for t, c in cfgs.items()},
         "n_attack_cap": settings.n_attack, "match_tol": settings.match_tol, "headline_eps": HEADLINE_EPS,
         "certify": settings.certify, "n_boot": settings.n_boot, "attacks": dataclasses.asdict(settings.attacks),
-        "version": __version__, "jobs": jobs, "units_resumed": len(done), "wall_seconds": time.perf_counter() - t0,
+        "version": code_version(), "jobs": jobs, "units_resumed": len(done), "wall_seconds": time.perf_counter() - t0,
     }
     return summarise({"settings": settings_out, "rows": rows, "matched": matched, "frontier_rows": frontier})
 
