@@ -203,11 +203,17 @@ def run_grid(tasks: Sequence[str] | Mapping[str, ExperimentConfig], settings: Gr
                     raise LocalSTDPError(f"{path} was made by other settings, config or code version; resume with "
                                          "the same command or reproduce into a new --out")
                 done[name] = rec
+    # the bar counts work, not units: a panel seed attacks every method at every eps, a frontier
+    # point one model at the frontier eps, so its ETA is honest across the two kinds
+    cost = {name: (len(settings.methods) * len(settings.attacks.eps) if kind == "panel" else len(settings.frontier_eps))
+            for name, _, kind, _ in plan}
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(plan), initial=len(done), desc="reproduce", unit="unit", dynamic_ncols=True)
+        bar = tqdm(total=sum(cost.values()), initial=sum(cost[n] for n in done), desc=f"reproduce {len(done)}/"
+                   f"{len(plan)} units", unit="attack", dynamic_ncols=True,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
     say = (lambda s: bar.set_postfix_str(s, refresh=True)) if bar is not None else (lambda s: log.info("%s", s))
     t0 = time.perf_counter()
     results: dict[str, dict] = dict(done)
@@ -219,7 +225,8 @@ def run_grid(tasks: Sequence[str] | Mapping[str, ExperimentConfig], settings: Gr
             atomic_write_text(unit_dir / f"{name}.json", json.dumps(rec) + "\n")
         results[name] = rec
         if bar is not None:
-            bar.update(1)
+            bar.set_description_str(f"reproduce {len(results)}/{len(plan)} units", refresh=False)
+            bar.update(cost[name])
 
     todo = [u for u in plan if u[0] not in done]
     try:

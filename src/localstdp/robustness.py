@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -384,7 +385,8 @@ class SuiteResult:
 
 
 def attack_suite(model: nn.Module, x: np.ndarray, y: np.ndarray, input_shape: tuple[int, ...], n_classes: int,
-                 settings: AttackSettings = AttackSettings(), seed: int = 0) -> SuiteResult:
+                 settings: AttackSettings = AttackSettings(), seed: int = 0,
+                 progress: Callable[[str], None] | None = None) -> SuiteResult:
     """Run every white-box and gradient-free attack on ``model`` at every eps of ``settings``.
 
     ``x`` is (n, features) in [0, 1]; it is reshaped to ``input_shape`` for ART (the MLP's forward
@@ -404,6 +406,8 @@ def attack_suite(model: nn.Module, x: np.ndarray, y: np.ndarray, input_shape: tu
     for name in names:
         res.correct[name] = {}
     for i, eps in enumerate(settings.eps):
+        if progress is not None:
+            progress(f"eps {eps:g} ({i + 1}/{len(settings.eps)})")
         k = eps_key(eps)
         s = seed * 1009 + i
         res.correct["fgsm"][k] = correct(model, fgsm(clf_ce, x, y, eps, bs), y)

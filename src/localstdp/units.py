@@ -69,11 +69,13 @@ def train_method(cfg: ExperimentConfig, method: str, ds: Dataset, seed: int, epo
     return Trained(model, m, e, states)
 
 
-def _attack(model, ds: Dataset, idx: np.ndarray, settings: GridSettings, eps: Sequence[float], seed: int) -> SuiteResult:
-    """The attack suite at ``eps`` on the attacked examples, plus the certified accuracy."""
+def _attack(model, ds: Dataset, idx: np.ndarray, settings: GridSettings, eps: Sequence[float], seed: int,
+            say: Callable[[str], None] | None = None) -> SuiteResult:
+    """The attack suite at ``eps`` on the attacked examples, plus the certified accuracy; ``say``
+    gets a status line per eps."""
     x, y = ds.x_test[idx].numpy(), ds.y_test[idx].numpy()
     res = attack_suite(model, x, y, ds.input_shape, ds.n_classes,
-                       dataclasses.replace(settings.attacks, eps=tuple(eps)), seed=seed)
+                       dataclasses.replace(settings.attacks, eps=tuple(eps)), seed=seed, progress=say)
     if settings.certify:
         from .bounds import certified_correct
 
@@ -119,8 +121,8 @@ def panel_unit(task: str, cfg: ExperimentConfig, ds: Dataset, seed: int, setting
     for method in settings.methods:
         say(f"{task} seed {seed}: train {method}")
         trained[method] = train_method(cfg, method, ds, seed, settings.epochs)
-        say(f"{task} seed {seed}: attack {method}")
-        suites[method] = _attack(trained[method].model, ds, idx, settings, settings.attacks.eps, seed)
+        suites[method] = _attack(trained[method].model, ds, idx, settings, settings.attacks.eps, seed,
+                                 lambda s, m=method: say(f"{task} seed {seed}: attack {m}, {s}"))
     for target in settings.methods:  # transfer: survive the PGD examples of every other method's model
         others = [m for m in settings.methods if m != target]
         parts = []
@@ -208,8 +210,8 @@ def frontier_unit(task: str, cfg: ExperimentConfig, ds: Dataset, point: dict, se
     epochs = None if point["knob"] == "train.epochs" else settings.epochs
     say(f"{task} frontier {point_name(point)} seed {seed}: train")
     t = train_method(pcfg, "local" if point["method"] == "local" else "backprop", ds, seed, epochs)
-    say(f"{task} frontier {point_name(point)} seed {seed}: attack")
-    res = _attack(t.model, ds, idx, settings, settings.frontier_eps, seed)
+    res = _attack(t.model, ds, idx, settings, settings.frontier_eps, seed,
+                  lambda s: say(f"{task} frontier {point_name(point)} seed {seed}: attack, {s}"))
     add_worst(res)
     row = _row(task, point["method"], seed, t, ds, res, len(idx))
     row.pop("history")
