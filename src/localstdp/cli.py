@@ -62,10 +62,14 @@ def _other_rank() -> bool:
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train one model (local rule or backprop) from a config")
+    from .registry import LEARNER_NAMES  # plain data: --help loads no torch
+
+    p = sub.add_parser("train", help="train one model (local rule, backprop or a peer rule) from a config")
     p.add_argument("--config", required=True, help="TOML config file")
-    p.add_argument("--rule", choices=["local", "backprop", "backprop-mse"], default="local",
-                   help="training method (backprop-mse: sigmoid outputs, squared error to the rule's targets)")
+    p.add_argument("--rule", choices=LEARNER_NAMES, default="local",
+                   help="training method (backprop-mse: sigmoid outputs, squared error to the rule's targets; "
+                        "fa dfa drtp pepita ff: the peer rules of docs/peers.md); the config's "
+                        "[methods.RULE] settings apply")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -96,7 +100,8 @@ def cmd_train(args) -> int:
     from .config import load_config
     from .train import train
 
-    cfg = load_config(args.config).with_sets(args.set).with_overrides(seed=args.seed, epochs=args.epochs)
+    cfg = load_config(args.config).for_method(args.rule)  # [methods.RULE]: that method's own settings
+    cfg = cfg.with_sets(args.set).with_overrides(seed=args.seed, epochs=args.epochs)
     _warn_if_nothing_to_resume(args)
     stop = _StopFlag()
     stop.install()

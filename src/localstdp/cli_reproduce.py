@@ -11,7 +11,7 @@ import sys
 
 
 def _add_reproduce(sub) -> None:
-    from .registry import PANEL_METHODS, SUITES, TASKS  # plain data: --help loads no torch
+    from .registry import DEFAULT_METHODS, PANEL_METHODS, SUITES, TASKS  # plain data: --help loads no torch
 
     p = sub.add_parser("reproduce", help="train the panel on every task x seed, attack and certify the models, "
                        "sweep the robustness-accuracy frontier, write tables/plots")
@@ -20,7 +20,8 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--tasks", nargs="+", metavar="TASK", help=f"tasks to run (any of {', '.join(TASKS)})")
     p.add_argument("--suite", default="paper", help=f"named task list when --tasks is not given "
                    f"({', '.join(SUITES)}; default paper)")
-    p.add_argument("--methods", nargs="+", metavar="NAME", help=f"panel methods (default all: {' '.join(PANEL_METHODS)})")
+    p.add_argument("--methods", nargs="+", metavar="NAME", help=f"panel methods, any of {' '.join(PANEL_METHODS)} "
+                   f"(default: {' '.join(DEFAULT_METHODS)})")
     p.add_argument("--out", required=True, help="output directory (created); finished units go to OUT/units")
     p.add_argument("--resume", action="store_true", help="reuse the finished units in OUT/units (same settings)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",

@@ -1,8 +1,9 @@
 """Experiment configuration: frozen dataclasses, loaded from TOML (tomllib) and validated once.
 
-A config file has the sections ``[data]``, ``[model]``, ``[train]``, ``[rule]`` and
-``[backprop]``; every section and key is optional except ``data.name``. Unknown keys and wrong
-types raise :class:`~localstdp.errors.ConfigError` naming the key (and the closest valid one).
+A config file has the sections ``[data]``, ``[model]``, ``[train]``, ``[rule]``, ``[backprop]``
+and ``[peers]`` (the peer rules, docs/peers.md); every section and key is optional except
+``data.name``. Unknown keys and wrong types raise :class:`~localstdp.errors.ConfigError` naming
+the key (and the closest valid one).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .errors import ConfigError
 from .registry import PANEL_METHODS
 from .rules.backprop import BackpropParams
 from .rules.params import RuleParams
+from .rules.peers.params import PeerParams
 
 DATASETS = ("iris", "mnist", "digits", "idx", "csv")
 
@@ -206,6 +208,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     rule: RuleParams = field(default_factory=RuleParams)
     backprop: BackpropParams = field(default_factory=BackpropParams)
+    peers: PeerParams = field(default_factory=PeerParams)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     frontier: FrontierConfig = field(default_factory=FrontierConfig)
     methods: dict[str, dict] = field(default_factory=dict)
@@ -247,7 +250,7 @@ class ExperimentConfig:
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "rule": RuleParams, "backprop": BackpropParams,
-            "evaluation": EvaluationConfig, "frontier": FrontierConfig}
+            "peers": PeerParams, "evaluation": EvaluationConfig, "frontier": FrontierConfig}
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -37,7 +37,7 @@ from .config import ExperimentConfig, load_config
 from .data import Dataset, load_dataset
 from .errors import ConfigError, LocalSTDPError
 from .methods import PANEL, method_config, resolve_methods
-from .registry import SUITES, TASKS
+from .registry import DEFAULT_METHODS, SUITES, TASKS
 from .robustness import (
     AttackSettings,
 )
@@ -60,7 +60,7 @@ class GridSettings:
     accuracy (interval / linear bounds); n_boot: bootstrap replicates of the statistics."""
 
     seeds: int = 5
-    methods: tuple[str, ...] = tuple(PANEL)
+    methods: tuple[str, ...] = DEFAULT_METHODS  # the peer rules (registry.PEER_RULES) only when named
     frontier_seeds: int = 3
     frontier_eps: tuple[float, ...] = FRONTIER_EPS
     epochs: int | None = None

@@ -9,6 +9,8 @@ in its base sections (``local``, ``backprop``) or in ``[methods.<name>]`` (the v
   backprop-wd   the same with weight decay ([methods.backprop-wd.backprop] weight_decay)
   backprop-es   plain backprop, the weights of the epoch with the best validation accuracy
   backprop-mse  sigmoid outputs trained with squared error to the local rule's a_hi / a_lo targets
+  fa, dfa, drtp, pepita, ff   the peer local rules (docs/peers.md), settings in [methods.<name>.peers];
+                only with ``--methods`` (the default is DEFAULT_METHODS)
 
 The test split plays no part in any choice: epochs are picked by validation accuracy.
 """
@@ -21,6 +23,7 @@ import numpy as np
 
 from .config import PANEL_METHODS, ExperimentConfig
 from .errors import ConfigError
+from .registry import DEFAULT_METHODS
 
 
 @dataclass(frozen=True)
@@ -38,14 +41,19 @@ PANEL: dict[str, PanelMethod] = {
     "backprop-es": PanelMethod("backprop-es", "backprop", True, "backprop early-stopped on validation"),
     "backprop-mse": PanelMethod("backprop-mse", "backprop-mse", False,
                                 "backprop, sigmoid outputs, squared error to the rule's targets"),
+    "fa": PanelMethod("fa", "fa", False, "feedback alignment (Lillicrap et al. 2016)"),
+    "dfa": PanelMethod("dfa", "dfa", False, "direct feedback alignment (Nøkland 2016)"),
+    "drtp": PanelMethod("drtp", "drtp", False, "direct random target projection (Frenkel et al. 2021)"),
+    "pepita": PanelMethod("pepita", "pepita", False, "PEPITA, error-driven input modulation (Dellaferrera & Kreiman 2022)"),
+    "ff": PanelMethod("ff", "ff", False, "Forward-Forward (Hinton 2022); predicts by goodness"),
 }
 assert tuple(PANEL) == PANEL_METHODS
 
 
 def resolve_methods(names) -> list[str]:
-    """Method names in panel order (default: the whole panel); unknown names are a ConfigError."""
+    """Method names in panel order (default: DEFAULT_METHODS); unknown names are a ConfigError."""
     if not names:
-        return list(PANEL)
+        return list(DEFAULT_METHODS)
     bad = [n for n in names if n not in PANEL]
     if bad:
         raise ConfigError(f"unknown method(s) {', '.join(bad)}; expected any of {', '.join(PANEL)}")

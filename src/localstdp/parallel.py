@@ -67,6 +67,7 @@ from .train import (
     batches,
     checkpoint_due,
     make_learner,
+    predictor,
     run_metrics,
     schedule_lr,
     shuffle_generator,
@@ -314,6 +315,17 @@ def _data_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState) -> 
                     o += nw + nb
             loss = float(buf[-2]) / (len(idx) * n_out)
             stop_all = float(buf[-1]) > 0
+        elif hasattr(run.learner, "accumulate"):  # a peer rule: shards' update directions summed
+            rows = torch.arange(len(idx)).tensor_split(P)[r]  # this rank's shard of the batch
+            xb, yb = run.ds.x_train[idx], run.ds.y_train[idx]  # whole batch: ff draws negatives for all of it
+            run.learner.zero_grad()
+            part = run.learner.accumulate(xb, yb, 1.0 / len(idx), rows)
+            red = torch.cat([run.learner.flat_grad(), torch.tensor([part, float(stop_now)])])
+            comm.all_reduce(red, f"summing the updates of batch {b + 1}")
+            run.learner.set_flat_grad(red[:-2])
+            run.learner.apply()
+            loss = float(red[-2]) / len(idx)
+            stop_all = float(red[-1]) > 0
         else:  # backprop: DistributedDataParallel averages the gradients during backward
             opt = run.learner.optimizer
             opt.zero_grad(set_to_none=True)
@@ -371,7 +383,7 @@ def _sharded_accuracy(run: _Run) -> tuple[float | None, float | None, float | No
     for i, (x, y) in enumerate(((ds.x_train, ds.y_train), (ds.x_test, ds.y_test), (ds.x_val, ds.y_val))):
         xs, ys = _shard(x, r, P), _shard(y, r, P)
         if len(ys):
-            counts[i] = int((run.model.predict(xs) == ys).sum())
+            counts[i] = int((predictor(run.learner, run.model).predict(xs) == ys).sum())
     run.comm.all_reduce(counts, "summing the accuracy counts")
     n = (len(ds.y_train), len(ds.y_test), len(ds.y_val))
     train_acc, test_acc, val_acc = (float(c) / k if k else None for c, k in zip(counts.tolist(), n))
@@ -387,7 +399,7 @@ def _setup(cfg: ExperimentConfig, method: str, mode: str, ds: Dataset, timeout: 
     L = len(model.layers)
     stages = partition_layers(layer_costs(model.widths), comm.world) if mode == "pipeline" else [(0, L)] * comm.world
     run = _Run(comm, mode, method, cfg, ds, model, learner, stages, should_stop)
-    if method != "local" and mode == "data":
+    if method != "local" and mode == "data" and not hasattr(learner, "accumulate"):  # backprop (peers: _data_epoch)
         from torch.nn.parallel import DistributedDataParallel
 
         run.ddp = DistributedDataParallel(model)  # the MLP has no buffers to synchronise
@@ -503,7 +515,7 @@ def train_parallel(
         save_checkpoint(out_dir / MODEL, model_tensors(model), {"kind": "model", "method": method,
                                                                 "widths": model.widths, "config": cfg.to_dict()})
         atomic_write_text(out_dir / METRICS, json.dumps(metrics, indent=2) + "\n")
-    metrics["model"] = model
+    metrics["model"] = predictor(learner, model)
     return metrics
 
 

@@ -26,6 +26,12 @@ SUITES: dict[str, tuple[str, ...]] = {
 # The methods of the comparison panel (docs/evaluation.md): each trains the same model from the same
 # seed; ``[methods.<name>]`` in a config holds that method's own settings (tables shaped like the
 # config's sections, e.g. [methods.backprop-wd.backprop] weight_decay = 0.003), chosen by `localstdp tune`.
-PANEL_METHODS: tuple[str, ...] = ("local", "backprop", "backprop-wd", "backprop-es", "backprop-mse")
+# ``reproduce`` without --methods runs DEFAULT_METHODS; the peer local rules (docs/peers.md) join with
+# --methods NAME ... (each its own learner, settings in [methods.<name>.peers]).
+DEFAULT_METHODS: tuple[str, ...] = ("local", "backprop", "backprop-wd", "backprop-es", "backprop-mse")
+PEER_RULES: tuple[str, ...] = ("fa", "dfa", "drtp", "pepita", "ff")
+PANEL_METHODS: tuple[str, ...] = (*DEFAULT_METHODS, *PEER_RULES)
+# The learners ``localstdp train --rule`` accepts: the keys of localstdp.rules.LEARNERS, in order.
+LEARNER_NAMES: tuple[str, ...] = ("local", "backprop", "backprop-mse", *PEER_RULES)
 
-__all__ = ["PANEL_METHODS", "SUITES", "TASKS"]
+__all__ = ["DEFAULT_METHODS", "LEARNER_NAMES", "PANEL_METHODS", "PEER_RULES", "SUITES", "TASKS"]

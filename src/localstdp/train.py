@@ -35,7 +35,7 @@ from .data import Dataset, load_dataset
 from .errors import CheckpointError, ConfigError, DivergenceError, LocalSTDPError, OutputError
 from .model import MLP, build_model
 from .resources import check_memory
-from .rules import LEARNERS
+from .rules import LEARNERS, PEERS, SCORERS
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,15 @@ def make_learner(method: str, model: MLP, cfg: ExperimentConfig, n_classes: int)
         raise LocalSTDPError(f"unknown method {method!r}; expected one of {', '.join(LEARNERS)}")
     if method == "backprop-mse":  # the local rule's own bounded targets
         return LEARNERS[method](model, cfg.backprop, n_classes, cfg.train.seed, a_hi=cfg.rule.a_hi, a_lo=cfg.rule.a_lo)
-    params = cfg.rule if method == "local" else cfg.backprop
+    params = cfg.rule if method == "local" else cfg.peers if method in PEERS else cfg.backprop
     return LEARNERS[method](model, params, n_classes, cfg.train.seed)
+
+
+def predictor(learner, model: MLP):
+    """The module whose argmax is the learner's prediction: ``model`` itself, or for a learner that
+    predicts otherwise (ff: goodness per embedded label) its ``predict_module()``."""
+    make = getattr(learner, "predict_module", None)
+    return make() if make is not None else model
 
 
 @torch.no_grad()
@@ -305,6 +312,7 @@ def train(
     model = build_model(ds.n_features, cfg.model.hidden, ds.n_classes, cfg.model.activation, seed,
                         _receptive_field(cfg, ds))
     learner = make_learner(method, model, cfg, ds.n_classes)
+    net = predictor(learner, model)  # what accuracy (and metrics["model"], hence attacks) uses
     gen = shuffle_generator(seed)
     out_dir = Path(out) if out is not None else None
     state = RunState()
@@ -358,9 +366,9 @@ def train(
                         f"interrupted by signal {signum}: checkpoint written to {out_dir / CHECKPOINT}; "
                         "continue with --resume", 128 + signum)
             _check_finite(model, state.epoch, state.step)
-            val = _checked_accuracy(model, ds.x_val, ds.y_val, state.epoch) if ds.has_val else None
-            record = state.end_epoch(n, _checked_accuracy(model, ds.x_train, ds.y_train, state.epoch),
-                                     _checked_accuracy(model, ds.x_test, ds.y_test, state.epoch),
+            val = _checked_accuracy(net, ds.x_val, ds.y_val, state.epoch) if ds.has_val else None
+            record = state.end_epoch(n, _checked_accuracy(net, ds.x_train, ds.y_train, state.epoch),
+                                     _checked_accuracy(net, ds.x_test, ds.y_test, state.epoch),
                                      time.perf_counter() - t_epoch, val)
             if keep_epochs:
                 epoch_states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -389,7 +397,7 @@ def train(
         save_checkpoint(out_dir / MODEL, model_tensors(model), {"kind": "model", "method": method,
                                                                 "widths": model.widths, "config": cfg.to_dict()})
         atomic_write_text(out_dir / METRICS, json.dumps(metrics, indent=2) + "\n")
-    metrics["model"] = model  # for in-process callers; not serialised
+    metrics["model"] = net  # for in-process callers; not serialised (ff: its FFScorer, sharing the MLP's layers)
     if keep_epochs:
         metrics["epoch_states"] = epoch_states
     return metrics
@@ -411,4 +419,6 @@ def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, MLP, str]:
     except (KeyError, TypeError, ValueError, IndexError) as exc:  # ConfigError is a ValueError
         raise CheckpointError(f"{run_dir / MODEL}: incomplete or invalid metadata ({exc})") from None
     load_model_tensors(model, tensors, str(run_dir / MODEL), what="model file")
+    if method in SCORERS:  # ff predicts by goodness: the module to evaluate and attack
+        return cfg, SCORERS[method](model), method
     return cfg, model, method
