@@ -15,12 +15,14 @@ _LAZY = {
     "load_config": "config",
     "MLP": "model",
     "build_model": "model",
+    "LocalLearner": "learner",
     "LEARNERS": "rules",
     "RuleParams": "rules",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from .config import ExperimentConfig, load_config
+    from .learner import LocalLearner
     from .model import MLP, build_model
     from .rules import LEARNERS, RuleParams
 
@@ -38,4 +40,4 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["LEARNERS", "MLP", "ExperimentConfig", "RuleParams", "__version__", "build_model", "load_config"]
+__all__ = ["LEARNERS", "MLP", "ExperimentConfig", "LocalLearner", "RuleParams", "__version__", "build_model", "load_config"]

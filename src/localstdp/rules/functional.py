@@ -22,6 +22,13 @@ Hence, averaged over the batch,
 Rate mode is the tau -> infinity limit with A / tau fixed to 1 (kappa == 1): dW = eta <e a_pre^T>.
 
 Every factor is local to one synapse; nothing here sees another layer's weights or errors.
+
+Convolutional layers (:func:`local_conv_update`): a Conv2d is a dense layer applied at every output
+position with shared weights, so its change is the dense rule summed over positions and averaged over
+the batch -- the weight-gradient of its own local error with its own input,
+    dW[o, i, u, v] = eta <sum_p e[o, p] x[i, p + (u, v)] kappa(t[o, p] - t[i, p + (u, v)])>,
+computed as one GEMM over the unfolded input patches. What each channel is taught (``target``) is the
+learner's choice (``rules/layerwise.py``; :func:`pooled_conv_target` is the default).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from .params import RuleParams
 
@@ -155,6 +163,101 @@ def two_phase_direct(
 
 
 # ----------------------------------------------------------------------------------------------
+# Convolutional layers
+# ----------------------------------------------------------------------------------------------
+
+
+def conv_patches(x: torch.Tensor, kernel_size, stride, padding, dilation) -> torch.Tensor:
+    """(batch, C, H, W) -> (batch * positions, C * kh * kw): every output position's input patch,
+    channel-major (the layout of a Conv2d weight's last three axes); padding reads as activity 0."""
+    cols = F.unfold(x, kernel_size, dilation=dilation, padding=padding, stride=stride)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+def conv_rows(t: torch.Tensor) -> torch.Tensor:
+    """(batch, C, H', W') -> (batch * positions, C), in conv_patches' row order."""
+    return t.flatten(2).transpose(1, 2).reshape(-1, t.shape[1])
+
+
+def local_conv_update(
+    pre: torch.Tensor,
+    post: torch.Tensor,
+    target: torch.Tensor,
+    p: RuleParams,
+    kernel_size: tuple[int, int],
+    stride=1,
+    padding=0,
+    dilation=1,
+    reduction: str = "mean",
+    pre_mean: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias change of a Conv2d (groups 1) from its own input, activity and targets.
+
+    Every (example, output position) pair is one row of the dense rule (:func:`local_update`) with
+    the input patch as presynaptic activity; rows are summed over positions and averaged over the
+    batch (``reduction`` "mean") or summed ("sum"). In rate mode dW equals
+    ``eta * torch.nn.grad.conv2d_weight(pre, W.shape, target - post) / batch``.
+
+    Args:
+        pre: the layer's input activity, (batch, C_in, H, W), values in [0, 1].
+        post: its activity, (batch, C_out, H', W'), values in (0, 1).
+        target: per-position targets, the shape of ``post`` (e.g. :func:`pooled_conv_target`).
+        pre_mean: optional (C_in,) running mean of each input channel (``RuleParams.center``).
+
+    Returns:
+        (dW, db) with shapes (C_out, C_in, kh, kw) and (C_out,), already multiplied by eta.
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if pre.ndim != 4 or post.ndim != 4 or pre.shape[0] != post.shape[0] or target.shape != post.shape:
+        raise ValueError(f"shape mismatch: pre {tuple(pre.shape)}, post {tuple(post.shape)}, target {tuple(target.shape)}")
+    kh, kw = kernel_size
+    x = conv_patches(pre, kernel_size, stride, padding, dilation)
+    if x.shape[0] != post.shape[0] * post.shape[2] * post.shape[3]:
+        raise ValueError(f"post {tuple(post.shape)} is not the output of this convolution of pre {tuple(pre.shape)}")
+    m = None if pre_mean is None else pre_mean.repeat_interleave(kh * kw)
+    dW, db = local_update(x, conv_rows(post), conv_rows(target), p, reduction="sum", pre_mean=m)
+    if reduction == "mean":
+        dW, db = dW / pre.shape[0], db / pre.shape[0]
+    return dW.view(post.shape[1], pre.shape[1], kh, kw), db
+
+
+def pooled_conv_target(post: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-position targets that teach a conv channel through its spatial MEAN activity.
+
+    ``target`` (batch, C) is each channel's association target (NaN: untaught). The channel's error
+    is e = d - mean_p a[p], shared by its P positions as e / P: the rate-mode update is then the delta
+    rule of a unit whose activity is the channel's mean and whose input is the mean patch,
+    dW = eta <e mean_p(x_p)>, db = eta <e>. Returned as post + e / P (so target - post = e / P).
+    """
+    mean = post.mean((2, 3))
+    e = torch.where(torch.isnan(target), torch.zeros_like(mean), target - mean)
+    return post + (e / (post.shape[2] * post.shape[3]))[:, :, None, None]
+
+
+def softhebb_conv_update(
+    pre: torch.Tensor, weight: torch.Tensor, eta: float, tau: float, stride=1, padding=0, dilation=1
+) -> torch.Tensor:
+    """Unsupervised soft winner-take-all Hebbian change of a Conv2d's weight (SoftHebb: Moraitis et
+    al., Neuromorph. Comput. Eng. 2022; Journe et al., ICLR 2023), averaged over examples AND positions:
+
+        dW_k = eta < y_k (x - u_k W_k) >,   u = W x (no bias),   y = softmax_k(u / tau)
+
+    at every position. Channels compete for each patch; the -y u W term keeps |W_k| near 1 (Oja).
+    No label: a channel learns a recurring patch. Local: u_k and y_k are the channel's own input
+    current and its share of a local soft inhibition.
+    """
+    u = F.conv2d(pre, weight, None, stride, padding, dilation)
+    y = torch.softmax(u / tau, dim=1)
+    Y, U = conv_rows(y), conv_rows(u)
+    x = conv_patches(pre, weight.shape[2:], stride, padding, dilation)
+    n = x.shape[0]
+    w = weight.reshape(weight.shape[0], -1)
+    dW = (Y.T @ x - (Y * U).sum(0)[:, None] * w) * (eta / n)
+    return dW.view_as(weight)
+
+
+# ----------------------------------------------------------------------------------------------
 # Direct per-synapse reference (plain Python loops over floats), used only by the tests.
 # ----------------------------------------------------------------------------------------------
 
@@ -206,4 +309,50 @@ def local_update_reference(pre, post, target, p: RuleParams, pre_mean=None) -> t
     if m is not None:
         for j in range(n_out):
             db[j] -= sum(dW[j][i] * m[i] for i in range(n_in))
+    return dW, db
+
+
+def local_conv_update_reference(pre, post, target, p: RuleParams, stride: int = 1, padding: int = 0, kernel_size=None,
+                                pre_mean=None) -> tuple[list, list[float]]:
+    """Loop reference of :func:`local_conv_update` (mean over the batch, dilation 1): for every
+    out channel o, in channel i, kernel offset (u, v), example b and output position (r, c), the
+    synapse from input pixel (r s + u - pad, c s + v - pad) (activity 0 outside the image) to
+    output neuron (o, r, c) adds its own term, as in :func:`local_update_reference`."""
+    m = None if pre_mean is None else [float(v) for v in pre_mean]
+    pre, post, target = (t.tolist() for t in (pre, post, target))
+    B, C_in, H, W = len(pre), len(pre[0]), len(pre[0][0]), len(pre[0][0][0])
+    C_out, Ho, Wo = len(post[0]), len(post[0][0]), len(post[0][0][0])
+    kh, kw = kernel_size
+    dW = [[[[0.0] * kw for _ in range(kh)] for _ in range(C_in)] for _ in range(C_out)]
+    db = [0.0] * C_out
+    for o in range(C_out):
+        for b in range(B):
+            for r in range(Ho):
+                for c in range(Wo):
+                    db[o] += p.eta * (target[b][o][r][c] - post[b][o][r][c]) / B
+        for i in range(C_in):
+            for u in range(kh):
+                for v in range(kw):
+                    total = 0.0
+                    for b in range(B):
+                        for r in range(Ho):
+                            for c in range(Wo):
+                                a_j, d_j = post[b][o][r][c], target[b][o][r][c]
+                                if a_j < p.theta:
+                                    continue
+                                rr, cc = r * stride + u - padding, c * stride + v - padding
+                                a_i = pre[b][i][rr][cc] if 0 <= rr < H and 0 <= cc < W else 0.0
+                                if a_i < p.theta and m is None:
+                                    continue
+                                x_i = (a_i if a_i >= p.theta else 0.0) - (m[i] if m is not None else 0.0)
+                                t_i, t_j = p.T * (1 - a_i), p.T * (1 - a_j)
+                                if p.mode == "two-phase":
+                                    t_n = p.T * (1 - (a_j + p.beta * (d_j - a_j)))
+                                    change = (_window_scalar(t_n - t_i, p) - _window_scalar(t_j - t_i, p)) / (p.beta * p.T)
+                                    total += x_i * change
+                                else:
+                                    total += (d_j - a_j) * x_i * _kappa_scalar(t_j - t_i, p)
+                    dW[o][i][u][v] = p.eta * total / B
+        if m is not None:
+            db[o] -= sum(dW[o][i][u][v] * m[i] for i in range(C_in) for u in range(kh) for v in range(kw))
     return dW, db

@@ -103,3 +103,34 @@ class RuleParams:
         if isinstance(self.time_bins, bool) or not isinstance(self.time_bins, int):
             raise ConfigError(f"rule.time_bins must be an integer, got {self.time_bins!r}")
         check("time_bins", self.time_bins >= 2, "an integer >= 2")
+
+
+CONV_TEACHINGS = ("pooled", "position", "softhebb", "none")
+
+
+@dataclass(frozen=True)
+class ConvParams:
+    """How the local rule teaches convolutional (nn.Conv2d) layers; validated in ``__post_init__``.
+
+    Attributes:
+        teaching: "pooled" (default; each channel's association target is compared with the
+            channel's MEAN activity over positions and the error is shared by its positions:
+            :func:`localstdp.rules.functional.pooled_conv_target`), "position" (the target at every
+            position), "softhebb" (no label: soft winner-take-all Hebbian features,
+            :func:`localstdp.rules.functional.softhebb_conv_update`) or "none" (conv layers stay at
+            their initial weights). Chosen on validation: docs/ablation.md, "Convolutional layers".
+        lr_scale: conv layers learn at lr_scale * eta, > 0.
+        tau: softmax temperature of "softhebb", > 0.
+    """
+
+    teaching: str = "pooled"
+    lr_scale: float = 1.0
+    tau: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.teaching not in CONV_TEACHINGS:
+            raise ConfigError(f"conv teaching {self.teaching!r}: expected one of {', '.join(CONV_TEACHINGS)}")
+        for name in ("lr_scale", "tau"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ConfigError(f"conv {name} = {v!r}: expected a finite number > 0")
