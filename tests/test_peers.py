@@ -4,6 +4,7 @@ updates on tiny networks, and the train loop's checkpoints, resume and data para
 from __future__ import annotations
 
 import math
+import signal
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ from localstdp.rules.peers import (
     PeerParams,
 )
 from localstdp.rules.peers.ff import embed_label, negative_labels
-from localstdp.train import make_learner, train
+from localstdp.train import Interrupted, make_learner, train
 
 SGD = PeerParams(optimizer="sgd", lr=0.5, momentum=0.0)
 
@@ -237,6 +238,18 @@ def test_resume_is_bit_identical(tmp_path, name):
     for (k, a), b in zip(ref["model"].state_dict().items(), m["model"].state_dict().values()):
         assert torch.equal(a, b), k
     assert m["history"] == [dict(h, seconds=g["seconds"]) for h, g in zip(ref["history"], m["history"])]
+
+
+@pytest.mark.parametrize("name", sorted(PEERS))
+def test_stopped_mid_epoch_and_resumed_is_bit_identical(tmp_path, name):
+    ds, cfg = synthetic(), peer_config(epochs=2)
+    ref = train(cfg, name, dataset=ds)
+    polls = iter(range(100))
+    with pytest.raises(Interrupted):  # SIGTERM after the third batch of epoch 1: checkpoint mid-epoch
+        train(cfg, name, tmp_path / "r", dataset=ds, should_stop=lambda: signal.SIGTERM if next(polls) == 2 else 0)
+    m = train(cfg, name, tmp_path / "r", dataset=ds, resume=True)
+    for (k, a), b in zip(ref["model"].state_dict().items(), m["model"].state_dict().values()):
+        assert torch.equal(a, b), k
 
 
 def test_ff_metrics_model_is_the_scorer():

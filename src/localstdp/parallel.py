@@ -87,7 +87,7 @@ def check_mode(mode: str, method: str) -> None:
         raise ConfigError(f"--parallel {mode!r}: expected one of none, {', '.join(MODES)}")
     if mode == "pipeline" and method != "local":
         raise ConfigError("--parallel pipeline needs the local rule: backprop's backward pass makes every layer wait "
-                          "for the next one; use --parallel data (DistributedDataParallel) for backprop")
+                          "for the next one (the peer rules have no pipeline schedule yet); use --parallel data")
 
 
 def check_config(cfg: ExperimentConfig, mode: str, method: str) -> None:
