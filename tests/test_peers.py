@@ -282,3 +282,20 @@ def test_peer_settings_are_validated():
             peer_config(**bad)
     cfg = config_from_dict({"data": {"name": "iris"}, "methods": {"fa": {"peers": {"lr": 0.02}}}})
     assert cfg.for_method("fa").peers.lr == 0.02 and cfg.peers.lr == PeerParams().lr
+
+
+def test_cli_trains_a_peer_with_its_methods_table(tmp_path, capsys):
+    from localstdp.cli import main
+    from localstdp.config import load_config
+
+    config = tmp_path / "c.toml"
+    config.write_text('[data]\nname = "iris"\nclasses = [0, 1]\n[model]\nhidden = [8]\n[train]\nepochs = 2\n'
+                      '[methods.pepita.peers]\nlr = 0.02\noptimizer = "sgd"\n')
+    assert main(["train", "--config", str(config), "--rule", "pepita", "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 0
+    assert "pepita: train accuracy" in capsys.readouterr().out
+    used = load_config(tmp_path / "r" / "config.toml")
+    assert used.peers.lr == 0.02 and used.peers.optimizer == "sgd" and not used.methods
+    with pytest.raises(SystemExit) as exc:  # --rule choices: the registry's learners
+        main(["train", "--config", str(config), "--rule", "nope", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2 and "'ff'" in capsys.readouterr().err
