@@ -98,7 +98,7 @@ def _cnn(seed: int = 0) -> nn.Sequential:
 
 
 LOCALITY = [
-    ("rate", "pooled", {}), ("rate", "position", {"center": 0.9}), ("rate", "softhebb", {}),
+    ("rate", "pooled", {}), ("rate", "pooled", {"center": 0.0}), ("rate", "position", {"center": 0.9}), ("rate", "softhebb", {}),
     ("timing", "pooled", {"timing_backend": "direct", "tau_plus": 0.3}), ("timing", "position", {"timing_backend": "binned"}),
     ("two-phase", "pooled", {"theta": 0.2}), ("rate", "pooled", {"association": "pairs", "theta": 0.3}),
 ]
@@ -150,7 +150,7 @@ def test_local_learner_on_a_sequential_mlp_equals_local_rule_and_the_legacy_rule
     models = [build_model(16, [20, 12], 4, "sigmoid", seed=2) for _ in range(2)]
     seq = _sequential_mlp(models[0])
     learners = [LocalRule(models[0], p, 4, seed=5), LegacyLocalRule(models[1], p, 4, seed=5),
-                LocalLearner(seq, 4, lr=0.4, seed=5, **opts)]
+                LocalLearner(seq, 4, lr=0.4, seed=5, **({"center": 0.0} | opts))]
     g = torch.Generator().manual_seed(3)
     for _ in range(4):
         x, y = torch.rand(9, 16, generator=g), torch.randint(0, 4, (9,), generator=g)

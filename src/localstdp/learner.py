@@ -40,6 +40,10 @@ from .rules.layerwise import LayerwiseRule, conv_padding, units
 from .rules.params import ConvParams, RuleParams
 
 ACTIVATIONS = (nn.Sigmoid,)
+# LocalLearner's defaults where they differ from RuleParams': the covariance rule (center) is what
+# lets the layer after a conv stack learn (docs/ablation.md, "Convolutional layers": 0.21 -> 0.97
+# validation accuracy on digits with a frozen conv, 0.91 -> 0.97 with the taught one).
+DEFAULT_OPTIONS = {"center": 0.99}
 
 
 def _describe(name: str, module: nn.Module) -> str:
@@ -91,15 +95,16 @@ class LocalLearner(LayerwiseRule):
     Args:
         model: the network; its layers are changed in place.
         n_classes: classes of the labels; the last learnable layer must have that many outputs.
-        lr: the learning rate eta (``RuleParams.eta``).
+        lr: the learning rate eta (``RuleParams.eta``; 0.5 by default, 2.0 was best on 8x8 digits).
         seed: seed of the association codes.
         conv_teaching, conv_lr_scale, conv_tau: how Conv2d layers learn (:class:`ConvParams`).
         **rule_options: any other :class:`RuleParams` field (a_hi, a_lo, mode, association, center,
-            weight_decay, ...).
+            weight_decay, ...). Unlike RuleParams, ``center`` defaults to 0.99 (DEFAULT_OPTIONS);
+            pass center=0 for the plain rule.
     """
 
-    def __init__(self, model: nn.Module, n_classes: int = 10, lr: float = 0.1, *, seed: int = 0,
-                 conv_teaching: str = "pooled", conv_lr_scale: float = 1.0, conv_tau: float = 1.0, **rule_options):
+    def __init__(self, model: nn.Module, n_classes: int = 10, lr: float = 0.5, *, seed: int = 0,
+                 conv_teaching: str = "pooled", conv_lr_scale: float = 3.0, conv_tau: float = 1.0, **rule_options):
         named = learnable_layers(model)
         names = [f.name for f in dataclasses.fields(RuleParams) if f.name != "eta"]
         unknown = sorted(set(rule_options) - set(names))
@@ -112,7 +117,8 @@ class LocalLearner(LayerwiseRule):
         self.model = model
         self.names = [n for n, _ in named]
         conv = ConvParams(teaching=conv_teaching, lr_scale=conv_lr_scale, tau=conv_tau)
-        super().__init__([m for _, m in named], RuleParams(eta=lr, **rule_options), n_classes, seed, conv)
+        params = RuleParams(eta=lr, **(DEFAULT_OPTIONS | rule_options))
+        super().__init__([m for _, m in named], params, n_classes, seed, conv)
         self._leaves = [m for m in model.modules() if next(m.children(), None) is None]
 
     @torch.no_grad()
