@@ -80,6 +80,9 @@ def _add_train(sub) -> None:
     p.add_argument("--parallel", choices=["none", "pipeline", "data"], default="none",
                    help="torch.distributed training: layer pipeline (local rule) or data parallel; "
                         "under torchrun the process joins its group (docs/distributed.md)")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                   help="where to train: cpu (default, what every recorded number used), cuda, or auto "
+                        "(cuda when available); --parallel trains on the CPU")
     p.add_argument("--nproc", type=_positive_int, help="without torchrun: start N >= 1 local workers (gloo on 127.0.0.1)")
     p.add_argument("--dist-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="longest wait on a peer before the run is declared dead (default 30)")
@@ -109,6 +112,8 @@ def cmd_train(args) -> int:
     if args.parallel != "none" or args.nproc is not None or several:
         from .parallel import train_from_cli, under_torchrun
 
+        if args.device == "cuda":
+            raise LocalSTDPError("--device cuda: --parallel and torchrun runs train on the CPU (gloo)")
         if under_torchrun() and os.environ.get("RANK") != "0":
             logging.getLogger().setLevel(logging.ERROR)  # rank 0 alone logs
         m = train_from_cli(cfg, args.rule, args.out, mode=args.parallel, nproc=args.nproc, resume=args.resume,
@@ -116,7 +121,8 @@ def cmd_train(args) -> int:
         if m is None:  # not rank 0
             return 0
     else:
-        m = train(cfg, args.rule, args.out, progress=not args.no_progress, resume=args.resume, should_stop=stop)
+        m = train(cfg, args.rule, args.out, progress=not args.no_progress, resume=args.resume, should_stop=stop,
+                  device=args.device)
     print(f"{args.rule}: train accuracy {m['train_accuracy']:.4f}, test accuracy {m['test_accuracy']:.4f} "
           f"({m['epochs']} epochs, {m['wall_seconds']:.1f} s) -> {args.out}")
     return 0

@@ -3,7 +3,8 @@
 :func:`check_memory` estimates what a config asks for (float32 weights and their training state,
 plus the activity of the largest batch the loop forwards) from the data's shape and the config
 alone, and refuses a run that cannot fit in the memory the system has available (Linux:
-``MemAvailable`` of /proc/meminfo; elsewhere the check is skipped).
+``MemAvailable`` of /proc/meminfo; elsewhere the check is skipped). :func:`resolve_device` picks the
+device a run trains on (``train --device``).
 """
 
 from __future__ import annotations
@@ -82,3 +83,31 @@ def allocator_message(exc: BaseException) -> str:
         text = text.split("] ", 1)[1]
     return (f"out of memory: {text[:200]}; reduce model.hidden or train.batch_size (or free memory) "
             "and run again")
+
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def resolve_device(device):
+    """The torch.device a run trains on: "cpu", "cuda" (refused, as one line, without a CUDA GPU),
+    "auto" (cuda when available, else cpu) or a torch.device."""
+    import torch
+
+    if isinstance(device, str) and device not in DEVICES:
+        raise LocalSTDPError(f"device {device!r}: expected one of {', '.join(DEVICES)}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LocalSTDPError("device 'cuda': no CUDA GPU is available to this torch build (use --device cpu or auto)")
+    return device
+
+
+def dataset_to(ds, device):
+    """``ds`` with every split on ``device`` (the same object on the CPU)."""
+    import dataclasses
+
+    if device.type == "cpu":
+        return ds
+    splits = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+    return dataclasses.replace(ds, **{k: getattr(ds, k).to(device) for k in splits})

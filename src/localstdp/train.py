@@ -34,7 +34,7 @@ from .config import ExperimentConfig, config_from_dict, lr_factor
 from .data import Dataset, load_dataset
 from .errors import CheckpointError, ConfigError, DivergenceError, LocalSTDPError, OutputError
 from .model import MLP, build_model
-from .resources import check_memory
+from .resources import check_memory, dataset_to, resolve_device
 from .rules import LEARNERS, PEERS, SCORERS
 
 log = logging.getLogger(__name__)
@@ -289,6 +289,7 @@ def train(
     should_stop: Callable[[], int] | None = None,
     step_hook: Callable[[int, int], None] | None = None,
     keep_epochs: bool = False,
+    device="cpu",
 ) -> dict:
     """Train ``method`` ("local" or "backprop") on ``cfg``; write the run to ``out`` if given.
 
@@ -302,6 +303,8 @@ def train(
         keep_epochs: keep a copy of the weights after every epoch trained in this call, returned as
             ``metrics["epoch_states"][e - 1]`` (a state_dict) for epoch e (early stopping and
             matched-accuracy comparisons pick an epoch of the full run on validation accuracy).
+        device: "cpu" (default), "cuda" or "auto" (cuda when available): where model, data and learner
+            live while training; checkpoints, ``metrics["model"]`` and ``epoch_states`` are on the CPU.
 
     Returns:
         The metrics dict (also written to ``out/metrics.json``).
@@ -309,8 +312,10 @@ def train(
     ds = dataset if dataset is not None else load_dataset(cfg.data)
     seed = cfg.train.seed
     check_memory(cfg, ds.n_features, ds.n_classes, len(ds.y_train))  # one line, not an allocator traceback
+    dev = resolve_device(device)
     model = build_model(ds.n_features, cfg.model.hidden, ds.n_classes, cfg.model.activation, seed,
-                        _receptive_field(cfg, ds))
+                        _receptive_field(cfg, ds)).to(dev)
+    ds = dataset_to(ds, dev)
     learner = make_learner(method, model, cfg, ds.n_classes)
     net = predictor(learner, model)  # what accuracy (and metrics["model"], hence attacks) uses
     gen = shuffle_generator(seed)
@@ -371,7 +376,7 @@ def train(
                                      _checked_accuracy(net, ds.x_test, ds.y_test, state.epoch),
                                      time.perf_counter() - t_epoch, val)
             if keep_epochs:
-                epoch_states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+                epoch_states.append({k: v.detach().clone().cpu() for k, v in model.state_dict().items()})
             if bar is not None:
                 bar.set_postfix(test=f"{record['test_accuracy']:.3f}")
             state.wall_seconds = wall_before + time.perf_counter() - t_start
@@ -397,6 +402,8 @@ def train(
         save_checkpoint(out_dir / MODEL, model_tensors(model), {"kind": "model", "method": method,
                                                                 "widths": model.widths, "config": cfg.to_dict()})
         atomic_write_text(out_dir / METRICS, json.dumps(metrics, indent=2) + "\n")
+    if dev.type != "cpu":
+        net.cpu()  # in-process callers (attacks, analysis) get a CPU model
     metrics["model"] = net  # for in-process callers; not serialised (ff: its FFScorer, sharing the MLP's layers)
     if keep_epochs:
         metrics["epoch_states"] = epoch_states
