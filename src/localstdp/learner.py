@@ -1,6 +1,6 @@
 """The local rule on any PyTorch model: ``LocalLearner``.
 
-    learner = LocalLearner(model, n_classes=10, lr=0.1, **rule_options)   # RuleParams fields
+    learner = LocalLearner(model, n_classes=10, lr=0.5, **rule_options)   # RuleParams fields
     loss = learner.step(x, y)        # ONE forward pass (no autograd), every layer updated in place
 
 Contract. The learnable layers are the ``nn.Linear`` and ``nn.Conv2d`` modules of ``model`` whose
@@ -22,7 +22,7 @@ rule (``local_update``), a Conv2d by the weight-gradient of its own local error 
 Refused with a :class:`ConfigError` naming the module: a module other than Linear/Conv2d with
 trainable parameters (BatchNorm with affine parameters, attention, embeddings, ...; freeze it with
 ``requires_grad_(False)`` or remove it), a learnable layer not followed by nn.Sigmoid (except the
-last), a Conv2d with groups > 1, a non-zero padding mode or asymmetric "same" padding, modules that
+last), a Conv2d with groups > 1, a padding mode other than zeros or uneven "same" padding, modules that
 work in place (``inplace=True``: they would overwrite the activity the rule reads), a layer called
 twice per forward (shared weights), and a model without learnable layers. ``model.train()`` /
 ``eval()`` is the caller's: dropout in train mode shapes what the next layer receives.
