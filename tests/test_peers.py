@@ -299,3 +299,12 @@ def test_cli_trains_a_peer_with_its_methods_table(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # --rule choices: the registry's learners
         main(["train", "--config", str(config), "--rule", "nope", "--out", str(tmp_path / "x")])
     assert exc.value.code == 2 and "'ff'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", sorted(PEERS))
+def test_cuda_run_matches_cpu(name):
+    ds, cfg = synthetic(), peer_config(epochs=2)
+    cpu, gpu = train(cfg, name, dataset=ds), train(cfg, name, dataset=ds, device="cuda")
+    for (k, a), b in zip(cpu["model"].state_dict().items(), gpu["model"].state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=k)

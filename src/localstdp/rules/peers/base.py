@@ -66,6 +66,7 @@ class PeerLearner:
         if model.activation != "sigmoid":
             raise ValueError(f"{self.name}: only the sigmoid MLP is supported, got {model.activation!r}")
         self.model = model
+        self.device = next(model.parameters()).device
         self.params = params
         self.n_classes = n_classes
         self.gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + FIXED_SALT)
@@ -85,8 +86,9 @@ class PeerLearner:
 
     # -- shared machinery -------------------------------------------------------------------
     def random_matrix(self, name: str, shape: tuple[int, ...], bound: float) -> torch.Tensor:
-        """A fixed U(-bound, bound) matrix from the learner's own generator, kept under ``name``."""
-        t = (torch.rand(shape, generator=self.gen) * 2.0 - 1.0) * bound
+        """A fixed U(-bound, bound) matrix from the learner's own (CPU) generator, kept under ``name``
+        on the model's device (the same numbers on every device)."""
+        t = ((torch.rand(shape, generator=self.gen) * 2.0 - 1.0) * bound).to(self.device)
         self.fixed[name] = t
         return t
 
@@ -140,7 +142,7 @@ class PeerLearner:
             t = tensors.get(f"peer.fixed.{k}")
             if t is None or t.shape != v.shape:
                 raise ValueError(f"checkpoint lacks the fixed matrix {k} of shape {tuple(v.shape)}")
-            self.fixed[k] = t.clone()
+            self.fixed[k] = t.to(self.device, copy=True)
         rng = tensors.get("peer.rng")
         if rng is None:
             raise ValueError("checkpoint lacks the peer rule's generator state (peer.rng)")
