@@ -196,6 +196,10 @@ def test_ff_scorer_is_the_prediction_and_is_differentiable():
     scores[torch.arange(8), y].sum().backward()
     assert xr.grad[:, 3:].abs().sum() > 0 and torch.equal(xr.grad[:, :3], torch.zeros(8, 3))  # label slots
     assert ff.model.layers[-1].weight.grad is None  # the output layer is no part of ff
+    from localstdp.bounds import certified_correct
+
+    with pytest.raises(ValueError):  # bounds of the MLP's logits say nothing about the goodness
+        certified_correct(scorer, x.numpy(), y.numpy(), 0.05)
 
 
 @pytest.mark.parametrize("name", sorted(LEARNERS))

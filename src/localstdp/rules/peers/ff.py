@@ -72,13 +72,15 @@ class FFScorer(nn.Module):
     with each label embedded, differentiable in x by autograd; ``predict`` is its argmax.
 
     It shares the MLP's ``layers`` (the same ModuleList: its state_dict has the MLP's keys, so
-    the MLP's saved states load into it) and has the MLP's ``widths``."""
+    the MLP's saved states load into it) and has the MLP's ``widths``. It is not an MLP: the
+    activation is ``act``, not ``f``, so localstdp.bounds (which would bound the MLP's logits, not
+    the goodness) refuses it."""
 
     def __init__(self, model: MLP):
         super().__init__()
         self.layers = model.layers
         self.widths = list(model.widths)
-        self.f = model.f
+        self.act = model.f
         self.n_classes = model.widths[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,7 +88,7 @@ class FFScorer(nn.Module):
         scores = []
         for k in range(self.n_classes):
             labels = torch.full((len(x),), k, dtype=torch.long, device=x.device)
-            scores.append(torch.stack(goodness(self.layers, self.f, embed_label(x, labels, self.n_classes))).sum(0))
+            scores.append(torch.stack(goodness(self.layers, self.act, embed_label(x, labels, self.n_classes))).sum(0))
         return torch.stack(scores, 1)
 
     @torch.no_grad()
