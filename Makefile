@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SEEDS ?= 5
 OUT ?= results
 
-.PHONY: install test reproduce lint clean
+.PHONY: install test test-all reproduce lint clean
 
 install: $(STAMP)
 
@@ -18,7 +18,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# the fast suite (a few minutes on 2 cores); test-all adds the tests marked slow (what CI runs)
 test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest
 
 reproduce: $(STAMP)

@@ -151,17 +151,20 @@ def test_matched_takes_the_kept_epoch_chosen_on_validation_under_a_cosine_schedu
 
 def test_resume_reuses_finished_units_and_gives_the_same_results(tmp_path):
     cfg = tiny_cfg("iris-1v2", "frontier.local_weight_decay=[]", "frontier.local_epochs=[]",
-                   "frontier.local_lr=[]", "frontier.backprop_weight_decay=[0.0]")
+                   "frontier.local_lr=[]", "frontier.backprop_weight_decay=[0.0, 0.1]")
     s = tiny(methods=("local", "backprop"))
     full = E.run_grid({"iris-1v2": cfg}, s, out=tmp_path)
     units = sorted((tmp_path / "units" / "iris-1v2").glob("*.json"))
-    assert [u.name for u in units] == ["frontier-backprop:weight_decay=0.0-seed0.json", "frontier-local-seed0.json",
-                                       "panel-seed0.json", "panel-seed1.json"]
-    units[2].unlink()  # as if stopped during that unit
-    stamp = units[3].stat().st_mtime_ns
+    # the frontier's local point and its weight-decay-0 backprop point are panel models: no units of their own
+    assert [u.name for u in units] == ["frontier-backprop:weight_decay=0.1-seed0.json", "panel-seed0.json",
+                                       "panel-seed1.json"]
+    assert [p["point"] for p in full["frontier"]["iris-1v2"]["points"]] == [
+        "backprop:weight_decay=0.0", "backprop:weight_decay=0.1", "local"]
+    units[1].unlink()  # as if stopped during that unit
+    stamp = units[2].stat().st_mtime_ns
     again = E.run_grid({"iris-1v2": cfg}, s, out=tmp_path, resume=True)
-    assert units[3].stat().st_mtime_ns == stamp and units[2].exists()  # reused, and re-made
-    assert again["settings"]["units_resumed"] == 3
+    assert units[2].stat().st_mtime_ns == stamp and units[1].exists()  # reused, and re-made
+    assert again["settings"]["units_resumed"] == 2
     assert _numbers(again) == _numbers(full)
     assert again["comparisons"] == full["comparisons"] and again["frontier"] == full["frontier"]
     other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=0.3))
@@ -189,3 +192,22 @@ def test_reproduce_usage_errors_are_one_line(capsys):
     assert err.count("\n") == 1 and "unknown method(s) sgd" in err
     assert main(["reproduce", "--methods", "backprop", "--out", "x", "--tasks", "iris-1v2"]) == 2
     assert "must include local" in capsys.readouterr().err
+
+
+def test_frontier_rows_derived_from_the_panel_equal_running_the_frontier_unit():
+    from localstdp.data import load_dataset
+    from localstdp.units import frontier_row_from_panel, frontier_unit, panel_unit
+
+    cfg = tiny_cfg("mnist-3v5")
+    s = tiny(seeds=1, methods=("local", "backprop"), epochs=2)
+    ds = load_dataset(cfg.data)
+    panel = panel_unit("mnist-3v5", cfg, ds, 0, s)["rows"]
+    for point in E.frontier_points(cfg):
+        m = E.from_panel(point, cfg)
+        if m is None:
+            continue
+        ran = frontier_unit("mnist-3v5", cfg, ds, point, 0, s)["rows"][0]
+        derived = frontier_row_from_panel(next(r for r in panel if r["method"] == m), point, s.frontier_eps)
+        keep = ("robust_accuracy", "per_example", "clean_accuracy", "val_accuracy", "point", "knob", "value", "epoch")
+        assert {k: derived[k] for k in keep} == {k: ran[k] for k in keep}, point
+    assert {E.from_panel(p, cfg) for p in E.frontier_points(cfg)} == {None, "local", "backprop"}

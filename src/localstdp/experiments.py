@@ -41,7 +41,17 @@ from .registry import DEFAULT_METHODS, SUITES, TASKS
 from .robustness import (
     AttackSettings,
 )
-from .units import attack_indices, frontier_points, frontier_unit, pack, panel_unit, point_name, unpack  # noqa: F401
+from .units import (  # noqa: F401
+    attack_indices,
+    from_panel,
+    frontier_points,
+    frontier_row_from_panel,
+    frontier_unit,
+    pack,
+    panel_unit,
+    point_name,
+    unpack,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +73,7 @@ class GridSettings:
     methods: tuple[str, ...] = DEFAULT_METHODS  # the peer rules (registry.PEER_RULES) only when named
     frontier_seeds: int = 3
     frontier_eps: tuple[float, ...] = FRONTIER_EPS
+    matched_eps: tuple[float, ...] = (HEADLINE_EPS,)
     epochs: int | None = None
     n_attack: int | None = 500
     match_tol: float = 0.01
@@ -129,13 +140,36 @@ def fingerprint(task: str, cfg: ExperimentConfig, settings: GridSettings) -> str
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _derived(cfg: ExperimentConfig, settings: GridSettings, point: dict, seed: int) -> str | None:
+    """The panel method whose row gives this frontier point and seed (the same model), or None."""
+    m = from_panel(point, cfg)
+    return m if m in settings.methods and seed < settings.seeds else None
+
+
 def _units(task: str, cfg: ExperimentConfig, settings: GridSettings) -> list[tuple[str, str, str, object]]:
-    """(unit name, task, kind, argument): the panel's seeds, then every frontier point x seed."""
+    """(unit name, task, kind, argument): the panel's seeds, then every frontier point x seed that
+    is not a panel model already (those rows are derived from the panel's, see _frontier_rows)."""
     units = [(f"{task}/panel-seed{s}", task, "panel", s) for s in range(settings.seeds)]
     for p in frontier_points(cfg) if settings.frontier_seeds else []:
         units += [(f"{task}/frontier-{point_name(p)}-seed{s}", task, "frontier", (p, s))
-                  for s in range(settings.frontier_seeds)]
+                  for s in range(settings.frontier_seeds) if _derived(cfg, settings, p, s) is None]
     return units
+
+
+def _frontier_rows(cfgs: Mapping[str, ExperimentConfig], settings: GridSettings, rows: list[dict],
+                   results: dict) -> list[dict]:
+    """Every frontier row in point order: from its own unit, or derived from the panel's row."""
+    out = []
+    for t, c in cfgs.items():
+        for p in frontier_points(c) if settings.frontier_seeds else []:
+            for s in range(settings.frontier_seeds):
+                m = _derived(c, settings, p, s)
+                if m is None:
+                    out += results[f"{t}/frontier-{point_name(p)}-seed{s}"]["rows"]
+                else:
+                    row = next(r for r in rows if r["task"] == t and r["method"] == m and r["seed"] == s)
+                    out.append(frontier_row_from_panel(row, p, settings.frontier_eps))
+    return out
 
 
 def run_unit(kind: str, task: str, cfg: ExperimentConfig, ds: Dataset, arg, settings: GridSettings,
@@ -244,9 +278,10 @@ def run_grid(tasks: Sequence[str] | Mapping[str, ExperimentConfig], settings: Gr
             bar.close()
     rows = [r for n, *_ in plan if "/panel-" in n for r in results[n]["rows"]]
     matched = [m for n, *_ in plan if "/panel-" in n for m in results[n]["matched"]]
-    frontier = [r for n, *_ in plan if "/frontier-" in n for r in results[n]["rows"]]
+    frontier = _frontier_rows(cfgs, settings, rows, results)
     settings_out = {
         "seeds": list(range(settings.seeds)), "frontier_seeds": list(range(settings.frontier_seeds)),
+        "matched_eps": list(settings.matched_eps),
         "methods": list(settings.methods), "frontier_eps": list(settings.frontier_eps),
         "tasks": {t: {"config": TASKS.get(t), "epochs": c.with_overrides(epochs=settings.epochs).train.epochs,
                       "hidden": list(c.model.hidden), "equivalence_margin": c.evaluation.equivalence_margin,

@@ -161,9 +161,9 @@ def _matched(task, seed, a, b, trained, suites, ds, idx, settings, say) -> dict 
     t = trained[hi]
     epoch = closest_epoch(t.metrics["history"][: t.epoch], va[lo])
     say(f"{task} seed {seed}: matched {hi} at epoch {epoch}")
-    keys = [eps_key(e) for e in settings.frontier_eps]
+    keys = [eps_key(e) for e in settings.matched_eps]
     t.model.load_state_dict(t.states[epoch - 1])
-    s_hi = _attack(t.model, ds, idx, settings, settings.frontier_eps, seed)
+    s_hi = _attack(t.model, ds, idx, settings, settings.matched_eps, seed)
     add_worst(s_hi)
     clean_hi = correct(t.model, ds.x_test.numpy(), ds.y_test.numpy())
     t.model.load_state_dict(t.states[t.epoch - 1])
@@ -216,3 +216,29 @@ def frontier_unit(task: str, cfg: ExperimentConfig, ds: Dataset, point: dict, se
     row = _row(task, point["method"], seed, t, ds, res, len(idx))
     row.pop("history")
     return {"rows": [row | {"point": point_name(point), "knob": point["knob"], "value": point["value"]}]}
+
+
+def from_panel(point: dict, cfg: ExperimentConfig) -> str | None:
+    """The panel method whose model IS this frontier point (same config, seed and budget), or None:
+    the local rule at its own settings, and backprop at the config's own weight decay."""
+    if point["method"] == "local" and point["knob"] == "base":
+        return "local"
+    if point["knob"] == "backprop.weight_decay" and point["value"] == method_config(cfg, "backprop").backprop.weight_decay:
+        return "backprop"
+    return None
+
+
+def frontier_row_from_panel(row: dict, point: dict, frontier_eps: Sequence[float]) -> dict:
+    """A frontier row from the panel row of the same model: its own attacks at the frontier eps
+    (no transfer) and their worst case. The attack seeds depend on the eps' index, the same in both
+    lists, so this equals running the frontier unit (tests/test_experiments.py checks it)."""
+    keys = [eps_key(e) for e in frontier_eps]
+    n = row["n_attacked"]
+    own = {a: {k: unpack(v[k], n) for k in keys} for a, v in row["per_example"].items()
+           if a not in ("clean", "transfer", "worst")}
+    res = SuiteResult(clean=np.zeros(n, bool), correct=own)
+    add_worst(res)
+    out = {k: v for k, v in row.items() if k not in ("history", "checks", "check_values")}
+    out["robust_accuracy"] = res.accuracy()
+    out["per_example"] = {"clean": row["per_example"]["clean"]} | _per_example(res)
+    return out | {"point": point_name(point), "knob": point["knob"], "value": point["value"]}
