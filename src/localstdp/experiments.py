@@ -78,7 +78,7 @@ class GridSettings:
     n_attack: int | None = 500
     match_tol: float = 0.01
     certify: bool = True
-    n_boot: int = 2000
+    n_boot: int = 20000  # the bootstrap p-value cannot fall below 1/(n_boot+1): Holm multiplies it
     attacks: AttackSettings = field(default_factory=AttackSettings)
 
     def __post_init__(self) -> None:
