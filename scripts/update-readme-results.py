@@ -15,11 +15,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 res = json.loads(Path(sys.argv[1]).read_text())
 block = "".join(f"- {s}\n" for t in res["claims"] for s in res["claims"][t]["sentences"])
+sys.path.insert(0, str(ROOT / "src"))
+from localstdp.report import readme_tables  # noqa: E402
+
 readme = ROOT / "README.md"
 text = readme.read_text()
-new, n = re.subn(r"(<!-- results:begin -->\n).*?(<!-- results:end -->)", lambda m: m.group(1) + block + m.group(2),
-                 text, flags=re.S)
-if n != 1:
-    sys.exit("README.md has no <!-- results:begin --> ... <!-- results:end --> block")
-readme.write_text(new)
+for tag, body in (("results", block), ("tables", readme_tables(res))):
+    text, n = re.subn(rf"(<!-- {tag}:begin -->\n).*?(<!-- {tag}:end -->)", lambda m: m.group(1) + body + m.group(2),
+                      text, flags=re.S)
+    if n != 1:
+        sys.exit(f"README.md has no <!-- {tag}:begin --> ... <!-- {tag}:end --> block")
+readme.write_text(text)
 print(f"README.md: {block.count(chr(10))} generated lines")

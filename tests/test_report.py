@@ -90,3 +90,7 @@ def test_readme_result_sentences_come_from_the_committed_results():
     res = json.loads(path.read_text())
     expected = "".join(f"- {s}\n" for t in res["claims"] for s in res["claims"][t]["sentences"])
     assert m.group(1) == expected
+    from localstdp.report import readme_tables
+
+    tables = re.search(r"<!-- tables:begin -->\n(.*?)<!-- tables:end -->", readme, re.S)
+    assert tables and tables.group(1) == readme_tables(res)

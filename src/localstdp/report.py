@@ -155,6 +155,32 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def readme_tables(results: dict) -> str:
+    """The README's results tables: clean accuracy, and worst-case / certified accuracy at eps 0.1, per
+    task and method (mean ± std over seeds), and the frontier verdicts."""
+    st, summary = results["settings"], results["summary"]
+    tasks, methods = list(results["checks"]), st["methods"]
+    head = "| task | " + " | ".join(methods) + " |\n|---|" + "---|" * len(methods) + "\n"
+    out = ["Clean test accuracy (mean ± std over seeds):\n\n" + head + "".join(
+        f"| {t} | " + " | ".join(_fmt(_cell(summary, t, m, "clean_accuracy")) for m in methods) + " |\n"
+        for t in tasks)]
+    rows = []
+    for t in tasks:
+        cells = []
+        for m in methods:
+            w = _cell(summary, t, m, "robust_accuracy", "worst", "0.1")
+            c = _cell(summary, t, m, "robust_accuracy", "certified", "0.1")
+            cells.append(_fmt(w) + (f" / {c['mean']:.3f}" if c else ""))
+        rows.append(f"| {t} | " + " | ".join(cells) + " |\n")
+    out.append("Worst-case accuracy over every attack at eps 0.1 / certified accuracy at eps 0.1 (a proven lower "
+               "bound):\n\n" + head + "".join(rows))
+    if results.get("frontier"):
+        out.append("Against backprop's weight-decay frontier, the local rule's own point lies: " + "; ".join(
+            f"{t}: " + ", ".join(f"{v} it at eps {e}" for e, v in fr["verdict"].items())
+            for t, fr in results["frontier"].items()) + ".\n")
+    return "\n".join(out)
+
+
 def _plt():
     import matplotlib
 
