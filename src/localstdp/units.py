@@ -79,7 +79,10 @@ def _attack(model, ds: Dataset, idx: np.ndarray, settings: GridSettings, eps: Se
     if settings.certify:
         from .bounds import certified_correct
 
-        res.correct["certified"] = {eps_key(e): certified_correct(model, x, y, e) for e in eps}
+        try:
+            res.correct["certified"] = {eps_key(e): certified_correct(model, x, y, e) for e in eps}
+        except ValueError:  # not a sigmoid MLP (e.g. Forward-Forward's label scorer): no bound, no entry
+            pass
     return res
 
 
