@@ -127,7 +127,7 @@ def test_fetch_idx_and_load_dataset_from_url(server, tmp_path):
     root, base, hits = server
     sums = _write_idx_set(root)
     cache = tmp_path / "idxcache"
-    cfg = DataConfig(name="idx", url=base + "/", path=str(cache), checksums=sums)
+    cfg = DataConfig(name="idx", url=base + "/", path=str(cache), checksums=sums, val_fraction=0)
     ds = load_dataset(cfg)
     assert ds.x_train.shape == (30, 16) and ds.x_test.shape == (10, 16) and ds.n_classes == 3
     assert ds.y_train.tolist() == (np.arange(30) % 3).tolist()

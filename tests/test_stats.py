@@ -53,14 +53,6 @@ def test_paired_test_matches_scipy():
     assert same["p_value"] is None and same["t"] is None and same["diff_mean"] == pytest.approx(0.1)
 
 
-def test_describe_and_paired_test_same_as_experiments():
-    from localstdp import experiments as E
-
-    a, b = [0.90, 0.85, 0.93], [0.86, 0.84, 0.88]
-    assert st.describe(a) == E.describe(a)
-    assert st.paired_test(a, b) == E.paired_test(a, b)
-
-
 # ---------------------------------------------------------------------------------------------
 # Holm
 

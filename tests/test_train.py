@@ -45,7 +45,7 @@ def test_training_is_deterministic_and_learns_iris(iris, method):
 
 
 def test_local_rule_beats_chance_quickly_on_mnist_pair():
-    cfg = load_config(ROOT / "configs" / "mnist-3v5.toml").with_overrides(epochs=3)
+    cfg = load_config(ROOT / "configs" / "mnist-3v5.toml").with_overrides(epochs=3, lr=0.1)
     m = train(cfg, "local")
     assert m["test_accuracy"] > 0.85
 
