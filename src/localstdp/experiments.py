@@ -331,4 +331,5 @@ def _method_settings(cfg: ExperimentConfig, method: str) -> dict:
     if method == "local":
         return {"lr": m.train.lr, "a_hi": m.rule.a_hi, "a_lo": m.rule.a_lo, "mode": m.rule.mode,
                 "weight_decay": m.rule.weight_decay, "lr_schedule": m.train.lr_schedule}
-    return dataclasses.asdict(m.backprop) | {"early_stopped": PANEL[method].early_stop}
+    params = m.peers if PANEL[method].learner not in ("backprop", "backprop-mse") else m.backprop
+    return dataclasses.asdict(params) | {"early_stopped": PANEL[method].early_stop}
