@@ -18,12 +18,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# the fast suite (a few minutes on 2 cores); test-all adds the tests marked slow (what CI runs)
+# the fast suite; test-all adds the tests marked slow (what CI runs). One torch thread per process:
+# the tests are many small tensors, where a second thread only spins (and slowed the suite 2-10x).
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow"
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 
 reproduce: $(STAMP)
 	$(BIN)/localstdp reproduce --seeds $(SEEDS) --out $(OUT)

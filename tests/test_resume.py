@@ -136,6 +136,7 @@ def assert_same_as_reference(out: Path, ref: dict) -> None:
     assert [{k: h[k] for k in keep} for h in hist] == [{k: h[k] for k in keep} for h in ref["history"]]
 
 
+@pytest.mark.slow
 def test_killed_several_times_then_resumed_equals_uninterrupted(setup, tmp_path):
     config, ref = setup
     out = tmp_path / "run"
