@@ -27,6 +27,22 @@ def test_peak_memory_sees_a_temporary():
     assert peak_step_memory(lambda: torch.ones(1000, 1000).sum(), torch.device("cpu")) >= 4_000_000
 
 
+def test_interleaved_ratio_has_the_known_answer():
+    """The measuring machinery itself, on arms with a known cost ratio (not a speed target): one arm
+    does the same work twice (two sleeps of 4 ms), the other once; the paired median ratio must be
+    about 2, and its inverse about 0.5 — a swapped numerator/denominator or a wrong pairing fails."""
+    import time
+
+    from localstdp.bench import _paired_ratio, interleaved
+
+    once = lambda i: time.sleep(0.004)
+    twice = lambda i: (time.sleep(0.004), time.sleep(0.004))
+    t = interleaved({"once": once, "twice": twice}, units=3, repeats=5, warmup=1, device=torch.device("cpu"))
+    assert [len(v) for v in t.values()] == [5, 5]
+    assert 1.7 < _paired_ratio(t["twice"], t["once"]) < 2.3
+    assert 0.43 < _paired_ratio(t["once"], t["twice"]) < 0.59
+
+
 def test_run_bench_tiny(tmp_path):
     res = run_bench(device="cpu", spec=TINY)
     for key in ("rate_vs_backprop_speedup", "timing_vs_rate_cost", "gemm_efficiency"):
