@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import stats
+from .units import unpack
 
 HEADLINE = "0.1"
 ALPHA = 0.05
@@ -29,8 +30,6 @@ COMPARED = (("clean_accuracy", None, None), ("robust_accuracy", "worst", "0.05")
 
 
 def _bits(row: dict, attack: str | None, eps: str | None) -> np.ndarray | None:
-    from .experiments import unpack
-
     pe = row["per_example"]
     if attack is None:
         return unpack(pe["clean"], row["n_test"])
@@ -238,8 +237,13 @@ def _ci(c):
     return f"[{c['diff_ci95'][0]:+.3f}, {c['diff_ci95'][1]:+.3f}]"
 
 
-def _p(p):
+def format_p(p) -> str:
     return "n/a" if p is None else (f"{p:.2g}" if p >= 1e-3 else "< 0.001")
+
+
+def frontier_phrase(verdicts: dict) -> str:
+    """e.g. "on it at eps 0.05, above it at eps 0.1"."""
+    return ", ".join(f"{v} it at eps {e}" for e, v in verdicts.items())
 
 
 def sentences(res, task, best_clean, best_rob, acc, rob, cert, fr) -> list[str]:
@@ -249,15 +253,15 @@ def sentences(res, task, best_clean, best_rob, acc, rob, cert, fr) -> list[str]:
             f"equivalent within ±{margin}", "higher": "higher", "lower": "lower"}[acc["verdict"]]
     out = [f"{task}: clean accuracy, local {acc['local_mean']:.3f} vs {best_clean} {acc['baseline_mean']:.3f} "
            f"(the most accurate baseline): local − baseline {acc['diff_mean']:+.3f}, 95% CI {_ci(acc)} over seeds "
-           f"and test examples, Holm-adjusted p {_p(acc['p_holm'])}: {word}."]
+           f"and test examples, Holm-adjusted p {format_p(acc['p_holm'])}: {word}."]
     if rob is not None:
         out.append(f"{task}: worst-case accuracy at eps {HEADLINE}, local {rob['local_mean']:.3f} vs {best_rob} "
                    f"{rob['baseline_mean']:.3f} (the most robust baseline): {rob['diff_mean']:+.3f}, 95% CI {_ci(rob)}, "
-                   f"Holm-adjusted p {_p(rob['p_holm'])}: "
+                   f"Holm-adjusted p {format_p(rob['p_holm'])}: "
                    + (f"local {rob['verdict']}" if rob["verdict"] in ("higher", "lower") else rob["verdict"])
                    + (f"; certified (proven) accuracy {cert['local_mean']:.3f} vs {cert['baseline_mean']:.3f}"
                       if cert is not None else "") + ".")
     if fr:
         out.append(f"{task}: against backprop's weight-decay frontier the local rule's point lies "
-                   + ", ".join(f"{v} it at eps {e}" for e, v in fr.items()) + ".")
+                   + frontier_phrase(fr) + ".")
     return out

@@ -306,6 +306,15 @@ def _layers(model: nn.Module) -> list[nn.Linear]:
     return list(layers)
 
 
+def supports(model: nn.Module) -> bool:
+    """Whether the bounds apply to ``model``: a sigmoid MLP (``model.layers``: nn.Linear only)."""
+    try:
+        _layers(model)
+    except ValueError:
+        return False
+    return True
+
+
 def _validate(model, x, y, eps, method, batch_size):
     if method not in METHODS:
         raise ValueError(f"method = {method!r}: expected one of {METHODS}")

@@ -261,6 +261,14 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def nested(dotted_key: str, value: Any) -> dict:
+    """``"train.lr", 0.1`` -> ``{"train": {"lr": 0.1}}``: a dotted key as the table a config file holds."""
+    table: Any = value
+    for part in reversed(dotted_key.split(".")):
+        table = {part: table}
+    return table
+
+
 def parse_set(item: str) -> dict:
     """``section.key=value`` (``--set``) as a nested table; the value is read as TOML (a number,
     true/false, a list, a quoted string), else taken as a bare string."""
@@ -272,10 +280,7 @@ def parse_set(item: str) -> dict:
         parsed = tomllib.loads(f"v = {value.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = value.strip()
-    table: Any = parsed
-    for p in reversed(parts):
-        table = {p: table}
-    return table
+    return nested(key.strip(), parsed)
 
 
 def _build_methods(raw: Any) -> dict[str, dict]:

@@ -22,6 +22,7 @@ version, so an interrupted run loses at most the unit in progress.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -124,6 +125,7 @@ def resolve_tasks(tasks: Sequence[str] | None = None, suite: str | None = None) 
 # the grid, unit by unit, resumable
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """The package version and a hash of its source files: any code change makes new units."""
     h = hashlib.sha256()

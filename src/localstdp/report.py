@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .analysis import format_p, frontier_phrase
 from .checkpoint import atomic_write_text
 
 ATTACK_ORDER = ("fgsm", "pgd", "autoattack", "square", "random_search", "transfer", "noise", "worst", "certified")
@@ -31,12 +32,6 @@ def _fmt(c, boot: bool = False) -> str:
     if ci is not None:
         s += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
     return s
-
-
-def _p(p) -> str:
-    if p is None:
-        return "n/a"
-    return f"{p:.2g}" if p >= 1e-3 else "< 0.001"
 
 
 def _diff(c) -> str:
@@ -99,7 +94,7 @@ def markdown(results: dict) -> str:
     for c in results["comparisons"]:
         metric = "clean" if c["attack"] is None else f"{c['attack']} @ {c['eps']}"
         lines.append(f"| {c['task']} | {c['baseline']} | {metric} | {c['local_mean']:.3f} | {c['baseline_mean']:.3f} | "
-                     f"{_diff(c)} | {_p(c['p_holm'])} | {c['verdict']} |")
+                     f"{_diff(c)} | {format_p(c['p_holm'])} | {c['verdict']} |")
     eps = [str(float(e)) for e in a["eps"]]
     lines += ["", "## Worst-case robust accuracy vs eps (mean ± std over seeds)", "",
               "| task | method | " + " | ".join(eps) + " |", "|---|---|" + "---|" * len(eps)]
@@ -127,7 +122,7 @@ def markdown(results: dict) -> str:
         for c in results["matched_comparisons"]:
             lines.append(f"| {c['task']} | {c['baseline']} | {c['eps']} | {','.join(map(str, c['seeds']))} | "
                          f"{', '.join(c['stopped'])} | {c['local_clean_mean']:.3f} / {c['baseline_clean_mean']:.3f} | "
-                         f"{c['local_mean']:.3f} | {c['baseline_mean']:.3f} | {_p(c['p_value'])} |")
+                         f"{c['local_mean']:.3f} | {c['baseline_mean']:.3f} | {format_p(c['p_value'])} |")
     else:
         lines.append("No seed had validation accuracies differing by more than the tolerance: not needed.")
     if results.get("frontier"):
@@ -176,7 +171,7 @@ def readme_tables(results: dict) -> str:
                "bound):\n\n" + head + "".join(rows))
     if results.get("frontier"):
         out.append("Against backprop's weight-decay frontier, the local rule's own point lies: " + "; ".join(
-            f"{t}: " + ", ".join(f"{v} it at eps {e}" for e, v in fr["verdict"].items())
+            f"{t}: " + frontier_phrase(fr["verdict"])
             for t, fr in results["frontier"].items()) + ".\n")
     return "\n".join(out)
 

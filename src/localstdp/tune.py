@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .checkpoint import atomic_write_text
-from .config import ExperimentConfig, _merge, config_from_dict
+from .config import ExperimentConfig, _merge, config_from_dict, nested
 from .data import Dataset, load_dataset
 from .errors import ConfigError, OutputError
 from .methods import PANEL, method_config, selected_epoch
@@ -56,10 +56,7 @@ def _point_table(point: dict) -> dict:
     """{"train.lr": 0.1} -> {"train": {"lr": 0.1}} (nested like a config file)."""
     table: dict = {}
     for key, value in point.items():
-        nested = value
-        for part in reversed(key.split(".")):
-            nested = {part: nested}
-        table = _merge(table, nested)
+        table = _merge(table, nested(key, value))
     return table
 
 

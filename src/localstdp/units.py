@@ -77,12 +77,10 @@ def _attack(model, ds: Dataset, idx: np.ndarray, settings: GridSettings, eps: Se
     res = attack_suite(model, x, y, ds.input_shape, ds.n_classes,
                        dataclasses.replace(settings.attacks, eps=tuple(eps)), seed=seed, progress=say)
     if settings.certify:
-        from .bounds import certified_correct
+        from .bounds import certified_correct, supports
 
-        try:
+        if supports(model):  # not for e.g. Forward-Forward's label scorer: no bound, no entry
             res.correct["certified"] = {eps_key(e): certified_correct(model, x, y, e) for e in eps}
-        except ValueError:  # not a sigmoid MLP (e.g. Forward-Forward's label scorer): no bound, no entry
-            pass
     return res
 
 
