@@ -160,6 +160,15 @@ def test_resume_reuses_finished_units_and_gives_the_same_results(tmp_path):
                                        "panel-seed1.json"]
     assert [p["point"] for p in full["frontier"]["iris-1v2"]["points"]] == [
         "backprop:weight_decay=0.0", "backprop:weight_decay=0.1", "local"]
+    # every panel model is kept beside its unit, readable as a run directory (localstdp evaluate --run)
+    from localstdp.data import load_dataset
+    from localstdp.train import accuracy, load_run
+
+    for row in full["rows"]:
+        rcfg, model, learner = load_run(tmp_path / "units" / "iris-1v2" / f"panel-seed{row['seed']}" / row["method"])
+        assert learner == row["method"] and rcfg.train.seed == row["seed"]
+        ds = load_dataset(rcfg.data)
+        assert accuracy(model, ds.x_test, ds.y_test) == pytest.approx(row["clean_accuracy"])
     units[1].unlink()  # as if stopped during that unit
     stamp = units[2].stat().st_mtime_ns
     again = E.run_grid({"iris-1v2": cfg}, s, out=tmp_path, resume=True)

@@ -26,6 +26,7 @@ import functools
 import hashlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import __version__
-from .checkpoint import atomic_write_text
+from .checkpoint import atomic_write_text, save_checkpoint
 from .config import ExperimentConfig, load_config
 from .data import Dataset, load_dataset
 from .errors import ConfigError, LocalSTDPError
@@ -42,6 +43,7 @@ from .registry import DEFAULT_METHODS, SUITES, TASKS
 from .robustness import (
     AttackSettings,
 )
+from .train import MODEL
 from .units import (  # noqa: F401
     attack_indices,
     from_panel,
@@ -223,8 +225,8 @@ def run_grid(tasks: Sequence[str] | Mapping[str, ExperimentConfig], settings: Gr
     plan = [u for t, c in cfgs.items() for u in _units(t, c, settings)]
     unit_dir = Path(out) / UNITS if out is not None else None
     if unit_dir is not None and unit_dir.exists() and not resume:
-        for old in unit_dir.glob("*/*.json"):
-            old.unlink()  # a fresh run: units of an earlier run must not mix with this one
+        for old in unit_dir.glob("*/*"):  # a fresh run: units of an earlier run must not mix with this one
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
     prints = {t: fingerprint(t, c, settings) for t, c in cfgs.items()}
     done: dict[str, dict] = {}
     if resume and unit_dir is not None:
@@ -255,9 +257,13 @@ def run_grid(tasks: Sequence[str] | Mapping[str, ExperimentConfig], settings: Gr
     results: dict[str, dict] = dict(done)
 
     def finish(name: str, task: str, rec: dict) -> None:
+        models = rec.pop("models", {})
         rec = rec | {"fingerprint": prints[task], "unit": name}
         if unit_dir is not None:
             (unit_dir / task).mkdir(parents=True, exist_ok=True)
+            for method, (tensors, meta) in models.items():  # each model before the record that lists it
+                (unit_dir / name / method).mkdir(parents=True, exist_ok=True)
+                save_checkpoint(unit_dir / name / method / MODEL, tensors, meta)
             atomic_write_text(unit_dir / f"{name}.json", json.dumps(rec) + "\n")
         results[name] = rec
         if bar is not None:

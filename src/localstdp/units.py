@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .checkpoint import model_tensors
 from .config import ExperimentConfig
 from .data import Dataset
 from .methods import PANEL, closest_epoch, method_config, selected_epoch
@@ -53,6 +54,7 @@ class Trained:
     metrics: dict
     epoch: int  # the reported epoch (1-based)
     states: list  # per-epoch weights of the full run
+    cfg: ExperimentConfig  # the config it trained with (method settings, seed, budget)
 
 
 def train_method(cfg: ExperimentConfig, method: str, ds: Dataset, seed: int, epochs: int | None = None) -> Trained:
@@ -66,7 +68,15 @@ def train_method(cfg: ExperimentConfig, method: str, ds: Dataset, seed: int, epo
     states = m.pop("epoch_states")
     if e != len(m["history"]):
         model.load_state_dict(states[e - 1])
-    return Trained(model, m, e, states)
+    return Trained(model, m, e, states, mcfg)
+
+
+def _model_file(method: str, t: Trained) -> tuple[dict, dict]:
+    """(tensors, metadata) of a reported model, as `localstdp train` writes model.safetensors, so
+    `localstdp evaluate --run OUT/units/<task>/<unit>/<method>` reads it back."""
+    meta = {"kind": "model", "method": PANEL[method].learner, "widths": list(t.model.widths),
+            "config": t.cfg.to_dict(), "epoch": t.epoch}
+    return model_tensors(t.model), meta
 
 
 def _attack(model, ds: Dataset, idx: np.ndarray, settings: GridSettings, eps: Sequence[float], seed: int,
@@ -141,7 +151,7 @@ def panel_unit(task: str, cfg: ExperimentConfig, ds: Dataset, seed: int, setting
         rows.append(row | {"checks": checks["checks"], "check_values": checks["values"]})
     matched = [m for b in settings.methods if b != "local"
                if (m := _matched(task, seed, "local", b, trained, suites, ds, idx, settings, say)) is not None]
-    return {"rows": rows, "matched": matched}
+    return {"rows": rows, "matched": matched, "models": {m: _model_file(m, trained[m]) for m in settings.methods}}
 
 
 def _own_attacks(res: SuiteResult, keys: Sequence[str]) -> SuiteResult:
