@@ -21,7 +21,7 @@ The library's rule.center is NOT applied by these prototypes (use --opt center);
 --set rule.center=0 to make that explicit.
 
 Usage (prints one JSON line; train with --set as in tenclass_research.py):
-    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/tenclass_prototypes.py \
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python research/tenclass_prototypes.py \
         --config configs/mnist-10.toml --seeds 0 1 2 --opt k=1 --set train.lr=0.1
 """
 

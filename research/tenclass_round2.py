@@ -29,7 +29,7 @@ initialisation and after every update, for the local rule and for backprop alike
                    layer's own activities (only that layer's activity and weights). 0 = off.
 
 Usage (prints one JSON line per seed and a summary line):
-    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/tenclass_round2.py \
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python research/tenclass_round2.py \
         --config configs/mnist-10.toml --seeds 0 1 2 --opt rf=12 [--method backprop] [--set ...]
 """
 

@@ -3,7 +3,7 @@
 Runs in-process on one data set, several seeds, prints one JSON line per run (to stdout: this is
 a script, not library code). Usage:
 
-    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/tenclass_research.py \
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python research/tenclass_research.py \
         --config configs/mnist-10.toml --variant base --seeds 0 1 2 [--set rule.key=value ...]
 
 ``--set section.key=value`` overrides any config key (value parsed as TOML); ``--method backprop``
