@@ -1,8 +1,9 @@
 """Experiment configuration: frozen dataclasses, loaded from TOML (tomllib) and validated once.
 
-A config file has the sections ``[data]``, ``[model]``, ``[train]``, ``[rule]``, ``[backprop]``
-and ``[peers]`` (the peer rules, docs/peers.md); every section and key is optional except
-``data.name``. Unknown keys and wrong types raise :class:`~localstdp.errors.ConfigError` naming
+A config file has the sections ``[data]``, ``[model]`` (config_model.py: an MLP or a CNN),
+``[train]``, ``[rule]``, ``[conv_rule]`` (how the local rule teaches a CNN's conv layers),
+``[backprop]`` and ``[peers]`` (the peer rules, docs/peers.md); every section and key is optional
+except ``data.name``. Unknown keys and wrong types raise :class:`~localstdp.errors.ConfigError` naming
 the key (and the closest valid one).
 """
 
@@ -21,10 +22,11 @@ from typing import Any
 
 import tomli_w
 
+from .config_model import ConvLayer, ModelConfig  # noqa: F401  (re-exported)
 from .errors import ConfigError
 from .registry import PANEL_METHODS
 from .rules.backprop import BackpropParams
-from .rules.params import RuleParams
+from .rules.params import ConvParams, RuleParams
 from .rules.peers.params import PeerParams
 
 DATASETS = ("iris", "mnist", "digits", "idx", "csv")
@@ -82,30 +84,6 @@ class DataConfig:
                               f"test labels), got {len(self.checksums)}")
         if self.name in ("idx", "csv") and not self.path and not (self.name == "idx" and self.url):
             raise ConfigError(f"data.path is required for data.name = {self.name!r}")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The MLP: ``hidden`` layer widths (at least one layer, each >= 1) and the activation.
-
-    receptive_field: 0 (default) = full connectivity; S >= 1: each neuron of the first hidden layer
-    sees one fixed random S x S patch of the square input image (architecture, so both methods
-    share it; the inputs must form a square image of side >= S). See model.build_model.
-    """
-
-    hidden: list[int] = field(default_factory=lambda: [64, 64])
-    activation: str = "sigmoid"
-    receptive_field: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.hidden:
-            raise ConfigError("model.hidden is empty: expected at least one hidden layer width, e.g. [64, 64]")
-        if any(w < 1 for w in self.hidden):
-            raise ConfigError(f"model.hidden = {self.hidden!r}: every layer needs a width >= 1")
-        if self.activation != "sigmoid":
-            raise ConfigError(f"model.activation = {self.activation!r}: expected sigmoid")
-        if self.receptive_field < 0:
-            raise ConfigError(f"model.receptive_field = {self.receptive_field!r}: expected 0 (off) or a patch side >= 1")
 
 
 LR_SCHEDULES = ("constant", "cosine", "linear")
@@ -207,6 +185,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     rule: RuleParams = field(default_factory=RuleParams)
+    conv_rule: ConvParams = field(default_factory=ConvParams)  # model.kind = "cnn" only
     backprop: BackpropParams = field(default_factory=BackpropParams)
     peers: PeerParams = field(default_factory=PeerParams)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -241,6 +220,9 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["rule"].pop("eta")  # the local rule's learning rate is train.lr
+        d["model"] = self.model.table()
+        if self.model.kind == "mlp":  # at its defaults (checked in config_from_dict): MLP configs as before
+            d.pop("conv_rule")
         if not d["methods"]:
             d.pop("methods")
         return _drop_none(d)
@@ -249,8 +231,8 @@ class ExperimentConfig:
         return tomli_w.dumps(self.to_dict())
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "rule": RuleParams, "backprop": BackpropParams,
-            "peers": PeerParams, "evaluation": EvaluationConfig, "frontier": FrontierConfig}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "rule": RuleParams, "conv_rule": ConvParams,
+            "backprop": BackpropParams, "peers": PeerParams, "evaluation": EvaluationConfig, "frontier": FrontierConfig}
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -354,7 +336,12 @@ def _build(section: str, cls: type, table: Any):
         if tp is float or (typing.get_origin(tp) in (typing.Union, types.UnionType) and float in typing.get_args(tp)):
             value = float(value) if isinstance(value, int) else value
         kwargs[key] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        if section == "conv_rule":  # ConvParams' own messages say "conv teaching ...": name the section
+            raise ConfigError(f"[conv_rule]: {exc}") from None
+        raise
 
 
 def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
@@ -366,6 +353,8 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
         raise ConfigError("data.name is required (one of " + ", ".join(DATASETS) + ")")
     parts = {name: _build(name, cls, raw.get(name, {})) for name, cls in SECTIONS.items()}
     parts["rule"] = dataclasses.replace(parts["rule"], eta=parts["train"].lr)
+    if parts["model"].kind != "cnn" and parts["conv_rule"] != ConvParams():
+        raise ConfigError("[conv_rule] is only for model.kind = 'cnn' (it says how the local rule teaches conv layers)")
     methods = _build_methods(raw.get("methods", {}))
     cfg = ExperimentConfig(**parts, methods=methods)
     for name in methods:

@@ -1,8 +1,9 @@
-"""The multilayer perceptron both training methods share.
+"""The networks both training methods share: the multilayer perceptron and a small CNN.
 
 z^l = W^l a^(l-1) + b^l,  a^l = sigmoid(z^l),  a^0 = x in [0, 1]. The prediction is argmax a^L
 (the earliest-firing output neuron), which equals argmax z^L; attacks differentiate the logits
-z^L through this ordinary forward with torch.autograd.
+z^L through this ordinary forward with torch.autograd. :class:`CNN` (``model.kind = "cnn"``) takes
+the same flat features, reshaped to the square one-channel image, and returns the same logits.
 """
 
 from __future__ import annotations
@@ -103,4 +104,86 @@ def build_model(n_in: int, hidden, n_out: int, activation: str, seed: int, recep
         gen = torch.Generator().manual_seed(int(seed) * 7 + 104729)
         model.in_mask = receptive_field_mask(model.widths[1], model.widths[0], int(receptive_field), gen)
         model.keep_connectivity_()
+    return model
+
+
+class CNN(nn.Sequential):
+    """Conv blocks, then dense layers: Unflatten(1, (1, side, side)), [Conv2d, Sigmoid, MaxPool2d?] ...,
+    Flatten, [Linear, Sigmoid] ..., Linear (the logits z^L). An ``nn.Sequential`` whose children are
+    the layers in order, so anything that walks a Sequential (LocalLearner's hooks, a pipeline split)
+    sees them; ``forward`` takes the flat features (batch, side * side) every data set provides.
+
+    ``widths`` is [n_in, *hidden, n_out] (the flat input, the dense hidden widths, the classes), as
+    metrics.json and checkpoints record for the MLP; ``conv`` the :class:`ConvLayer` records.
+    """
+
+    def __init__(self, n_in: int, conv, hidden, n_out: int):
+        side = math.isqrt(int(n_in))
+        if side * side != n_in:
+            raise ValueError(f"model.kind = 'cnn' needs a square one-channel image, got {n_in} features per example")
+        layers: list[nn.Module] = [nn.Unflatten(1, (1, side, side))]
+        channels, size = 1, side
+        for i, c in enumerate(conv):
+            given, size = size, (size + 2 * c.padding - c.kernel) // c.stride + 1
+            if size < 1:
+                raise ValueError(f"model.conv[{i}].kernel = {c.kernel}: larger than its {given}x{given} input "
+                                 f"with padding {c.padding}")
+            layers += [nn.Conv2d(channels, c.channels, c.kernel, c.stride, c.padding), nn.Sigmoid()]
+            if c.pool > 1:
+                if size < c.pool:
+                    raise ValueError(f"model.conv[{i}].pool = {c.pool}: larger than the {size}x{size} feature map")
+                layers.append(nn.MaxPool2d(c.pool))
+                size //= c.pool
+            channels = c.channels
+        layers.append(nn.Flatten())
+        dense = [channels * size * size, *map(int, hidden), int(n_out)]
+        for a, b in zip(dense[:-1], dense[1:]):
+            layers += [nn.Linear(a, b), nn.Sigmoid()]
+        super().__init__(*layers[:-1])  # no sigmoid after the output layer: forward returns the logits
+        self.widths = [int(n_in), *map(int, hidden), int(n_out)]
+        self.conv = list(conv)
+        self.in_mask = None  # no fixed connectivity (the MLP's receptive_field)
+
+    def keep_connectivity_(self) -> None:
+        """Nothing to keep (the learners call it after every step; see MLP.keep_connectivity_)."""
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for every weight and bias, layer by layer in order, from
+        ``generator`` (PyTorch's default bound for Linear and Conv2d; fan_in = in_channels k k for a conv)."""
+        for layer in self:
+            if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                bound = 1.0 / math.sqrt(layer.weight[0].numel())
+                layer.weight.copy_(torch.rand(layer.weight.shape, generator=generator) * 2 * bound - bound)
+                layer.bias.copy_(torch.rand(layer.bias.shape, generator=generator) * 2 * bound - bound)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        return torch.cat([self(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def checked_receptive_field(model_cfg, n_in: int) -> int:
+    """model.receptive_field, checked against the data (a square image of side >= S)."""
+    from .errors import ConfigError
+
+    S = model_cfg.receptive_field
+    side = math.isqrt(int(n_in))
+    if S and (side * side != n_in or S > side):
+        raise ConfigError(f"model.receptive_field = {S}: needs a square input image of side >= {S}, got {n_in} features")
+    return S
+
+
+def build_network(model_cfg, n_in: int, n_out: int, seed: int) -> MLP | CNN:
+    """The network ``model_cfg`` (a config's ModelConfig) describes, for ``seed``: the same weights
+    whichever method trains it. What does not fit the data is a ConfigError naming the key."""
+    from .errors import ConfigError
+
+    if model_cfg.kind != "cnn":
+        S = checked_receptive_field(model_cfg, n_in)
+        return build_model(n_in, model_cfg.hidden, n_out, model_cfg.activation, seed, S)
+    try:
+        model = CNN(n_in, model_cfg.conv, model_cfg.hidden, n_out)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    model.reset_parameters(torch.Generator().manual_seed(int(seed)))
     return model

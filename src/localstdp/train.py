@@ -12,55 +12,47 @@ run resumed from any checkpoint ends with the same weights as an uninterrupted o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .checkpoint import (
-    TMP_SUFFIX,
-    atomic_write_text,
-    load_checkpoint,
-    load_model_tensors,
-    model_tensors,
-    save_checkpoint,
-)
+from .checkpoint import atomic_write_text, load_checkpoint, load_model_tensors, model_tensors, save_checkpoint
 from .config import ExperimentConfig, config_from_dict, lr_factor
 from .data import Dataset, load_dataset
 from .errors import CheckpointError, ConfigError, DivergenceError, LocalSTDPError, OutputError
-from .model import MLP, build_model
+from .model import CNN, MLP, build_network, checked_receptive_field
 from .resources import check_memory, dataset_to, resolve_device
 from .rules import LEARNERS, PEERS, SCORERS
+from .train_state import (  # noqa: F401  (re-exported: the parallel loops and tests import them from here)
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    MODEL,
+    EpochBatches,
+    Interrupted,
+    RunState,
+    _config_diff,
+    _load_state,
+    _remove_stale,
+    _save_state,
+    _without_epochs,
+    batches,
+    checkpoint_due,
+    epoch_loader,
+    shuffle_generator,
+)
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.safetensors"
-MODEL = "model.safetensors"
-METRICS = "metrics.json"
-CONFIG = "config.toml"
-
-
-class Interrupted(LocalSTDPError):
-    """Training stopped on a signal after writing a checkpoint; ``exit_code`` is 128 + signal."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
 def _receptive_field(cfg: ExperimentConfig, ds: Dataset) -> int:
     """cfg.model.receptive_field, checked against the data (a square image of side >= S)."""
-    S = cfg.model.receptive_field
-    side = math.isqrt(ds.n_features)
-    if S and (side * side != ds.n_features or S > side):
-        raise ConfigError(f"model.receptive_field = {S}: needs a square input image of side >= {S}, "
-                          f"got {ds.n_features} features")
-    return S
+    return checked_receptive_field(cfg.model, ds.n_features)
 
 
 def schedule_lr(learner, cfg: ExperimentConfig, epoch: int, batch: int, n_batches: int) -> None:
@@ -70,16 +62,29 @@ def schedule_lr(learner, cfg: ExperimentConfig, epoch: int, batch: int, n_batche
     learner.set_lr_factor(lr_factor(t.lr_schedule, epoch * n_batches + batch, t.epochs * n_batches))
 
 
-def make_learner(method: str, model: MLP, cfg: ExperimentConfig, n_classes: int):
+def make_learner(method: str, model: MLP | CNN, cfg: ExperimentConfig, n_classes: int):
     if method not in LEARNERS:
         raise LocalSTDPError(f"unknown method {method!r}; expected one of {', '.join(LEARNERS)}")
+    if cfg.model.kind == "cnn":
+        if not isinstance(model, CNN):  # a loop that builds the package MLP (--parallel, for now)
+            raise ConfigError("model.kind = 'cnn': this training path builds the MLP only; train the CNN without --parallel")
+        if method in PEERS:
+            raise ConfigError(f"--rule {method}: the peer rules train the package MLP only; a model.kind = 'cnn' "
+                              "config trains with local, backprop or backprop-mse")
+        if method == "local":  # the rule on any nn.Module, with the config's rule options
+            from .learner import LocalLearner
+
+            options = {k: v for k, v in dataclasses.asdict(cfg.rule).items() if k != "eta"}
+            c = cfg.conv_rule
+            return LocalLearner(model, n_classes, lr=cfg.rule.eta, seed=cfg.train.seed, conv_teaching=c.teaching,
+                                conv_lr_scale=c.lr_scale, conv_tau=c.tau, **options)
     if method == "backprop-mse":  # the local rule's own bounded targets
         return LEARNERS[method](model, cfg.backprop, n_classes, cfg.train.seed, a_hi=cfg.rule.a_hi, a_lo=cfg.rule.a_lo)
     params = cfg.rule if method == "local" else cfg.peers if method in PEERS else cfg.backprop
     return LEARNERS[method](model, params, n_classes, cfg.train.seed)
 
 
-def predictor(learner, model: MLP):
+def predictor(learner, model: MLP | CNN):
     """The module whose argmax is the learner's prediction: ``model`` itself, or for a learner that
     predicts otherwise (ff: goodness per embedded label) its ``predict_module()``."""
     make = getattr(learner, "predict_module", None)
@@ -87,57 +92,11 @@ def predictor(learner, model: MLP):
 
 
 @torch.no_grad()
-def accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor) -> float:
+def accuracy(model: MLP | CNN, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((model.predict(x) == y).float().mean()) if len(y) else float("nan")
 
 
-def shuffle_generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + 17)
-
-
-def batches(n: int, batch_size: int, perm: torch.Tensor):
-    """Index tensors of consecutive batches of a permutation (the last one may be partial)."""
-    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-@dataclass
-class RunState:
-    """Where a run stands: completed epochs, position inside the current epoch, history."""
-
-    epoch: int = 0
-    step: int = 0  # batches of epoch ``epoch`` already applied
-    epoch_rng: torch.Tensor | None = None  # shuffling RNG state at the start of epoch ``epoch``
-    history: list = field(default_factory=list)
-    wall_seconds: float = 0.0
-    epoch_loss: float = 0.0  # running loss sum of the current epoch
-
-    def epoch_permutation(self, gen: torch.Generator, n: int) -> torch.Tensor:
-        """This epoch's shuffling order. Restores the generator to the epoch's start when resuming
-        mid-epoch, and records that start, so every loop (single-process or parallel) and every
-        resume draws the same permutation."""
-        if self.epoch_rng is not None:
-            gen.set_state(self.epoch_rng)
-        self.epoch_rng = gen.get_state()
-        return torch.randperm(n, generator=gen)
-
-    def end_epoch(self, n: int, train_accuracy: float, test_accuracy: float, seconds: float,
-                  val_accuracy: float | None = None) -> dict:
-        """Append the finished epoch's record to the history and move to the next epoch.
-        ``val_accuracy`` is None without a validation split (data.val_fraction = 0)."""
-        record = {"epoch": self.epoch + 1, "loss": self.epoch_loss / n, "train_accuracy": train_accuracy,
-                  "val_accuracy": val_accuracy, "test_accuracy": test_accuracy, "seconds": seconds}
-        self.history.append(record)
-        self.epoch, self.step, self.epoch_rng, self.epoch_loss = self.epoch + 1, 0, None, 0.0
-        return record
-
-
-def checkpoint_due(cfg: ExperimentConfig, epoch: int) -> bool:
-    """Whether a checkpoint is written after ``epoch`` completed epochs (every N, and the last)."""
-    every = cfg.train.checkpoint_every
-    return bool(every and epoch % every == 0) or epoch == cfg.train.epochs
-
-
-def run_metrics(method: str, cfg: ExperimentConfig, ds: Dataset, model: MLP, state: RunState) -> dict:
+def run_metrics(method: str, cfg: ExperimentConfig, ds: Dataset, model: MLP | CNN, state: RunState) -> dict:
     """The metrics.json record of a finished run (the same for single-process and parallel runs)."""
     return {
         "method": method,
@@ -157,14 +116,14 @@ def run_metrics(method: str, cfg: ExperimentConfig, ds: Dataset, model: MLP, sta
     }
 
 
-def _check_finite(model: MLP, epoch: int, step: int) -> None:
+def _check_finite(model: torch.nn.Module, epoch: int, step: int) -> None:
     for name, p in model.named_parameters():
         if not torch.isfinite(p).all():
             raise DivergenceError(f"training diverged: {name} became NaN/inf at epoch {epoch + 1}, batch {step}")
 
 
 @torch.no_grad()
-def _checked_accuracy(model: MLP, x: torch.Tensor, y: torch.Tensor, epoch: int, batch_size: int = 4096) -> float:
+def _checked_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int, batch_size: int = 4096) -> float:
     """Accuracy, refusing NaN/inf activity (finite weights can still overflow the logits z^L)."""
     correct = 0
     for i in range(0, len(y), batch_size):
@@ -184,98 +143,10 @@ def _learner_step(learner, x: torch.Tensor, y: torch.Tensor, epoch: int, step: i
             raise
         raise DivergenceError(f"training diverged: numeric overflow at epoch {epoch + 1}, batch {step} ({exc})") from None
     if not math.isfinite(loss):
-        if isinstance(getattr(learner, "model", None), MLP):
+        if isinstance(getattr(learner, "model", None), (MLP, CNN)):
             _check_finite(learner.model, epoch, step)  # name the tensor at fault when there is one
         raise DivergenceError(f"training diverged: loss is {loss} at epoch {epoch + 1}, batch {step}")
     return loss
-
-
-def _remove_stale(out: Path, names: tuple[str, ...]) -> None:
-    """Delete ``names`` and temporary files a killed writer left behind (``.NAME.*.tmp``)."""
-    for name in names:
-        (out / name).unlink(missing_ok=True)
-    for name in (CHECKPOINT, MODEL, METRICS, CONFIG):
-        for tmp in out.glob(f".{name}.*{TMP_SUFFIX}"):
-            tmp.unlink(missing_ok=True)
-
-
-def _save_state(out: Path, model, learner, method: str, cfg: ExperimentConfig, state: RunState, gen_state) -> None:
-    tensors = model_tensors(model) | learner.state_tensors()
-    tensors["rng.epoch_start"] = state.epoch_rng if state.epoch_rng is not None else gen_state
-    meta = {
-        "kind": "checkpoint",
-        "method": method,
-        "widths": model.widths,
-        "epoch": state.epoch,
-        "step": state.step,
-        "history": state.history,
-        "wall_seconds": state.wall_seconds,
-        "epoch_loss": state.epoch_loss,
-        "config": cfg.to_dict(),
-    }
-    save_checkpoint(out / CHECKPOINT, tensors, meta)
-
-
-def _without_epochs(d):
-    """A config dict without train.epochs: a run may be resumed with a larger epoch budget."""
-    if not isinstance(d, dict):
-        return d
-    return d | {"train": {k: v for k, v in d.get("train", {}).items() if k != "epochs"}}
-
-
-def _config_diff(old, new, prefix: str = "") -> list[str]:
-    """``key: checkpoint X, config Y`` for every setting that differs between two config dicts."""
-    if not (isinstance(old, dict) and isinstance(new, dict)):
-        return [] if old == new else [f"{prefix.rstrip('.') or 'config'}: checkpoint {old!r}, config {new!r}"]
-    out = []
-    for key in sorted(set(old) | set(new), key=str):
-        out += _config_diff(old.get(key), new.get(key), f"{prefix}{key}.")
-    return out
-
-
-def _load_state(out: Path, model, learner, method: str, cfg: ExperimentConfig) -> RunState:
-    path = out / CHECKPOINT
-    tensors, meta = load_checkpoint(path)
-    if meta.get("kind") != "checkpoint" or meta.get("method") != method:
-        raise CheckpointError(f"{path}: a {meta.get('method')!r} checkpoint cannot resume a {method!r} run")
-    old = meta.get("config")
-    try:  # a checkpoint of an older version lacks keys added since: compare with their defaults filled in
-        old = config_from_dict(old).to_dict()
-    except (ConfigError, TypeError, AttributeError):
-        pass  # not a valid config: the diff below names what differs
-    if cfg.train.lr_schedule == "constant":  # a longer budget just continues the run
-        diff = _config_diff(_without_epochs(old), _without_epochs(cfg.to_dict()))
-    else:  # the schedule spans train.epochs: another budget would be another run
-        diff = _config_diff(old, cfg.to_dict())
-    if diff:
-        why = (f" (train.lr_schedule = {cfg.train.lr_schedule!r} spans the epoch budget)"
-               if any(d.startswith("train.epochs:") for d in diff) else "")
-        raise CheckpointError(f"{path}: written with a different config ({'; '.join(diff[:3])}){why}; "
-                              "resume with the same settings or train into a new --out")
-    load_model_tensors(model, tensors, str(path))
-    try:
-        learner.load_state_tensors(tensors)
-    except (ValueError, KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: learner state does not fit: {exc}") from None
-    rng = tensors.get("rng.epoch_start")
-    expected = torch.Generator().get_state()
-    if rng is None or rng.dtype != expected.dtype or rng.shape != expected.shape:
-        raise CheckpointError(f"{path}: missing or malformed shuffling RNG state (rng.epoch_start)")
-    try:
-        state = RunState(
-            epoch=int(meta["epoch"]),
-            step=int(meta["step"]),
-            epoch_rng=rng,
-            history=list(meta["history"]),
-            wall_seconds=float(meta["wall_seconds"]),
-            epoch_loss=float(meta.get("epoch_loss", 0.0)),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: incomplete metadata ({exc!r})") from None
-    if not 0 <= state.epoch <= cfg.train.epochs or state.step < 0 or len(state.history) != state.epoch:
-        raise CheckpointError(f"{path}: stands at epoch {state.epoch}, batch {state.step}, which does not fit "
-                              f"train.epochs = {cfg.train.epochs}; resume with --epochs >= {state.epoch}")
-    return state
 
 
 def train(
@@ -313,8 +184,7 @@ def train(
     seed = cfg.train.seed
     check_memory(cfg, ds.n_features, ds.n_classes, len(ds.y_train))  # one line, not an allocator traceback
     dev = resolve_device(device)
-    model = build_model(ds.n_features, cfg.model.hidden, ds.n_classes, cfg.model.activation, seed,
-                        _receptive_field(cfg, ds)).to(dev)
+    model = build_network(cfg.model, ds.n_features, ds.n_classes, seed).to(dev)
     ds = dataset_to(ds, dev)
     learner = make_learner(method, model, cfg, ds.n_classes)
     net = predictor(learner, model)  # what accuracy (and metrics["model"], hence attacks) uses
@@ -351,12 +221,11 @@ def train(
         while state.epoch < cfg.train.epochs:
             perm = state.epoch_permutation(gen, n)
             t_epoch = time.perf_counter()
-            for b, idx in enumerate(batches(n, bs, perm)):
-                if b < state.step:
-                    continue  # already applied before the checkpoint we resumed from
+            # from the batch the checkpoint we resumed from stands at (0 in a fresh epoch)
+            for b, (xb, yb) in enumerate(epoch_loader(ds.x_train, ds.y_train, perm, bs, state.step), state.step):
                 schedule_lr(learner, cfg, state.epoch, b, n_batches)
-                loss = _learner_step(learner, ds.x_train[idx], ds.y_train[idx], state.epoch, b + 1)
-                state.epoch_loss += loss * len(idx)
+                loss = _learner_step(learner, xb, yb, state.epoch, b + 1)
+                state.epoch_loss += loss * len(yb)
                 state.step = b + 1
                 if bar is not None:
                     bar.update(1)
@@ -410,7 +279,7 @@ def train(
     return metrics
 
 
-def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, MLP, str]:
+def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, MLP | CNN, str]:
     """Rebuild the trained model of a run directory: (config, model, method)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -422,7 +291,10 @@ def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, MLP, str]:
         cfg = config_from_dict(meta["config"])
         widths = [int(w) for w in meta["widths"]]
         method = str(meta["method"])
-        model = MLP(widths[0], widths[1:-1], widths[-1], cfg.model.activation)
+        if cfg.model.kind == "cnn":
+            model = CNN(widths[0], cfg.model.conv, cfg.model.hidden, widths[-1])
+        else:
+            model = MLP(widths[0], widths[1:-1], widths[-1], cfg.model.activation)
     except (KeyError, TypeError, ValueError, IndexError) as exc:  # ConfigError is a ValueError
         raise CheckpointError(f"{run_dir / MODEL}: incomplete or invalid metadata ({exc})") from None
     load_model_tensors(model, tensors, str(run_dir / MODEL), what="model file")
