@@ -107,11 +107,27 @@ def build_model(n_in: int, hidden, n_out: int, activation: str, seed: int, recep
     return model
 
 
+class ToImage(nn.Module):
+    """(batch, side * side) or (batch, 1, side, side) -> (batch, 1, side, side): the CNN's first
+    layer, so it takes the flat features of every data set and the images attacks pass (ART)."""
+
+    def __init__(self, side: int):
+        super().__init__()
+        self.side = int(side)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(len(x), 1, self.side, self.side)
+
+    def extra_repr(self) -> str:
+        return f"side={self.side}"
+
+
 class CNN(nn.Sequential):
-    """Conv blocks, then dense layers: Unflatten(1, (1, side, side)), [Conv2d, Sigmoid, MaxPool2d?] ...,
+    """Conv blocks, then dense layers: ToImage(side), [Conv2d, Sigmoid, MaxPool2d?] ...,
     Flatten, [Linear, Sigmoid] ..., Linear (the logits z^L). An ``nn.Sequential`` whose children are
     the layers in order, so anything that walks a Sequential (LocalLearner's hooks, a pipeline split)
-    sees them; ``forward`` takes the flat features (batch, side * side) every data set provides.
+    sees them; ``forward`` takes the flat features (batch, side * side) every data set provides (or the
+    (batch, 1, side, side) images) and returns the logits z^L.
 
     ``widths`` is [n_in, *hidden, n_out] (the flat input, the dense hidden widths, the classes), as
     metrics.json and checkpoints record for the MLP; ``conv`` the :class:`ConvLayer` records.
@@ -121,7 +137,7 @@ class CNN(nn.Sequential):
         side = math.isqrt(int(n_in))
         if side * side != n_in:
             raise ValueError(f"model.kind = 'cnn' needs a square one-channel image, got {n_in} features per example")
-        layers: list[nn.Module] = [nn.Unflatten(1, (1, side, side))]
+        layers: list[nn.Module] = [ToImage(side)]
         channels, size = 1, side
         for i, c in enumerate(conv):
             given, size = size, (size + 2 * c.padding - c.kernel) // c.stride + 1
