@@ -39,25 +39,8 @@ import torch
 import torch.nn.functional as F
 
 from .params import RuleParams
-
-
-def latency(a: torch.Tensor, T: float = 1.0) -> torch.Tensor:
-    """First-spike time of activity ``a``: t = T (1 - a) (stronger activity, earlier spike)."""
-    return T * (1.0 - a)
-
-
-def stdp_window(D: torch.Tensor, p: RuleParams) -> torch.Tensor:
-    """The STDP window W(D) for D = t_post - t_pre (LTP for D > 0, LTD for D <= 0)."""
-    ltp = p.A_plus * torch.exp(-D.clamp(min=0) / p.tau_plus)
-    ltd = -p.A_minus * torch.exp(D.clamp(max=0) / p.tau_minus)
-    return torch.where(D > 0, ltp, ltd)
-
-
-def kappa(D: torch.Tensor, p: RuleParams) -> torch.Tensor:
-    """The coincidence kernel kappa(D) = -dW/dD: positive, peaked at coincidence D = 0."""
-    ltp = (p.A_plus / p.tau_plus) * torch.exp(-D.clamp(min=0) / p.tau_plus)
-    ltd = (p.A_minus / p.tau_minus) * torch.exp(D.clamp(max=0) / p.tau_minus)
-    return torch.where(D > 0, ltp, ltd)
+from .timing import timing_direct, timing_update  # noqa: F401  (timing_direct: re-exported)
+from .window import kappa, latency, stdp_window  # noqa: F401  (re-exported: the spike-time primitives)
 
 
 def association_targets(assoc: torch.Tensor, y: torch.Tensor, a_hi: float, a_lo: float) -> torch.Tensor:
@@ -122,23 +105,12 @@ def local_update(
     if p.mode == "rate":
         dW = e.T @ x
     elif p.mode == "timing":
-        from .timing import timing_update  # fast GEMM backends live beside the direct form
-
         dW = timing_update(x, post, e, pre, p)
     else:  # two-phase
         dW = two_phase_direct(x, post, target, pre, p, post_mask)
     if pre_mean is not None:
         return dW * scale, db - (dW * scale) @ pre_mean
     return dW * scale, db
-
-
-def timing_direct(x: torch.Tensor, post: torch.Tensor, e: torch.Tensor, pre: torch.Tensor, p: RuleParams) -> torch.Tensor:
-    """Timing mode, direct form: sum_b e_bj x_bi kappa(t_bj - t_bi). Memory O(batch n_out n_in).
-
-    ``x`` is the (masked) presynaptic activity, ``pre`` the raw one (for spike times).
-    """
-    D = latency(post, p.T)[:, :, None] - latency(pre, p.T)[:, None, :]
-    return torch.einsum("bj,bi,bji->ji", e, x, kappa(D, p))
 
 
 def two_phase_direct(

@@ -65,8 +65,14 @@ class LayerwiseRule:
                                  params.association_density, gen)
         self.associations = [A.to(m.weight.device) for A, m in zip(maps, self.layers)]
         self.pre_means: list[torch.Tensor | None] = [None] * len(self.layers)  # params.center > 0 only
-        # per layer: (association map, its (n_classes x n) target table, whether it has untaught NaNs)
-        self._target_tables: dict[int, tuple[torch.Tensor, torch.Tensor, bool]] = {}
+        # per layer: (association map, its (n_classes x n) target table, its (n_classes x n) bool table
+        # of taught entries, or None when every entry is taught)
+        self._target_tables: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
+        self._absent: tuple[torch.Tensor, torch.Tensor] | None = None  # (a mask, 1 - mask)
+        # rules/fused.py: False makes the covariance rule and fixed connectivity use the fused form
+        # (no weight-sized buffer; equal within float rounding, not bit for bit). Every shipped
+        # config runs the exact form (tests/test_mlp_unchanged.py).
+        self.exact_updates = True
 
     def set_lr_factor(self, factor: float) -> None:
         """Scale the learning rate to ``factor`` x train.lr for the following steps (a schedule)."""
@@ -95,19 +101,34 @@ class LayerwiseRule:
 
         Rows of a cached (n_classes x n) table of association_targets: one contiguous gather per
         batch instead of a strided one (the table is rebuilt when the association map is replaced)."""
+        return self._tables(l)[1].index_select(0, y)
+
+    def _tables(self, l: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         A = self.associations[l]
         tables = self._target_tables
         if l not in tables or tables[l][0] is not A:
             classes = torch.arange(A.shape[1], device=A.device)
             table = association_targets(A, classes, self.params.a_hi, self.params.a_lo).contiguous()
-            tables[l] = (A, table, bool(torch.isnan(table).any()))
-        return tables[l][1].index_select(0, y)
+            taught = ~torch.isnan(table)
+            tables[l] = (A, table, None if bool(taught.all()) else taught)
+        return tables[l]
 
     def taught_targets(self, l: int, y: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
         """Targets with untaught entries (NaN, pairs codes) set to the neuron's own activity, so its
-        error is zero; maps without untaught entries skip the NaN scan (a sync per layer per step)."""
-        target = self.targets(l, y)
-        return fill_untaught(target, post) if self._target_tables[l][2] else target
+        error is zero (the values of ``fill_untaught``). Which entries are taught is a (n_classes x n)
+        table built with the target table: one gather per step, no NaN scan (a sync) per step."""
+        _, table, taught = self._tables(l)
+        target = table.index_select(0, y)
+        return target if taught is None else torch.where(taught.index_select(0, y), target, post)
+
+    def absent(self, l: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(mask(l), 1 - mask(l)) -- the complement computed once per mask tensor -- or (None, None)."""
+        mask = self.mask(l)
+        if mask is None:
+            return None, None
+        if self._absent is None or self._absent[0] is not mask:
+            self._absent = (mask, 1 - mask)
+        return mask, self._absent[1]
 
     def layer_update(self, l: int, pre: torch.Tensor, post: torch.Tensor, y: torch.Tensor, reduction: str = "mean"):
         """(dW, db) of layer ``l`` from its own pre/post activity and the broadcast label only."""
@@ -163,15 +184,19 @@ class LayerwiseRule:
 
     @torch.no_grad()
     def learn_layer(self, l: int, pre: torch.Tensor, post: torch.Tensor, y: torch.Tensor) -> None:
-        """Layer ``l``'s update applied in place (dense layers: no weight-sized dW, rules/fused.py).
+        """Layer ``l``'s update applied in place (dense layers: rules/fused.py, bit for bit the values of
+        layer_update + apply_layer, without their chain of weight-sized temporaries).
         ``step`` runs exactly this per layer, so a pipeline stage calling it reproduces ``step``."""
         layer = self.layers[l]
-        if isinstance(layer, nn.Conv2d) or layer.bias is None or self.mask(l) is not None:
-            self.apply_layer(l, *self.layer_update(l, pre, post, y))  # conv, no bias, fixed connectivity
+        if isinstance(layer, nn.Conv2d) or layer.bias is None:
+            self.apply_layer(l, *self.layer_update(l, pre, post, y))  # conv, no bias
             return
-        target = self.taught_targets(l, y, post)  # NaN: not taught on this label (pairs codes)
+        target = self.taught_targets(l, y, post)  # untaught (pairs codes): the neuron's own activity
+        mask, absent = self.absent(l)  # fixed connectivity (receptive fields)
+        m = self.pre_mean(l, pre)
         self.decay_layer(l)
-        apply_local_update_(layer.weight, layer.bias, pre, post, target, self.params, self.pre_mean(l, pre))
+        apply_local_update_(layer.weight, layer.bias, pre, post, target, self.params, m, mask, absent,
+                            exact=self.exact_updates)
 
     def output_loss(self, y: torch.Tensor, out: torch.Tensor) -> float:
         """The output layer's mean squared target error (what ``step`` returns)."""

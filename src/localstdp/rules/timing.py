@@ -5,7 +5,7 @@ The timing-mode weight change of one layer is
     S_ji = sum_b e_bj x_bi kappa(t_bj - t_bi),      t = T (1 - a)   (latency code),
 
 with e the (masked) post error d - a, x the (masked) pre activity, and kappa the coincidence
-kernel of :func:`localstdp.rules.functional.kappa`. The direct form materialises the
+kernel of :func:`localstdp.rules.window.kappa`. The direct form materialises the
 batch x n_out x n_in tensor kappa(t_bj - t_bi); it is the reference the tests use.
 
 Binned backend ("post spikes on a clock"). The post spike time is rounded to the centre
@@ -34,8 +34,8 @@ import math
 
 import torch
 
-from .functional import latency, timing_direct
 from .params import RuleParams
+from .window import kappa, latency
 
 # "auto" uses the exact direct form while its batch x n_out x n_in tensor stays this small.
 AUTO_DIRECT_MAX_ELEMENTS = 1 << 20
@@ -82,6 +82,15 @@ def _kappa_times_x(centres: torch.Tensor, t_pre: torch.Tensor, x: torch.Tensor, 
     if ltp is None:
         return out.mul_(x.unsqueeze(0) * cP)
     return out.mul_(torch.where(ltp, cP, cM).to(out.dtype)).mul_(x.unsqueeze(0))
+
+
+def timing_direct(x: torch.Tensor, post: torch.Tensor, e: torch.Tensor, pre: torch.Tensor, p: RuleParams) -> torch.Tensor:
+    """Timing mode, direct form: sum_b e_bj x_bi kappa(t_bj - t_bi). Memory O(batch n_out n_in).
+
+    ``x`` is the (masked) presynaptic activity, ``pre`` the raw one (for spike times).
+    """
+    D = latency(post, p.T)[:, :, None] - latency(pre, p.T)[:, None, :]
+    return torch.einsum("bj,bi,bji->ji", e, x, kappa(D, p))
 
 
 def timing_binned(x: torch.Tensor, post: torch.Tensor, e: torch.Tensor, pre: torch.Tensor, p: RuleParams) -> torch.Tensor:
