@@ -173,7 +173,7 @@ def test_cli_usage_errors(tmp_path, capsys):
     cfg = str(ROOT / "configs" / "iris.toml")
     base = ["train", "--config", cfg, "--out", str(tmp_path / "r"), "--no-progress"]
     assert main(base + ["--rule", "backprop", "--parallel", "pipeline"]) == 2
-    assert "pipeline needs the local rule" in capsys.readouterr().err
+    assert "pipeline needs a layer-local rule" in capsys.readouterr().err
     assert main(base + ["--nproc", "2"]) == 2
     assert "--nproc needs --parallel" in capsys.readouterr().err
     assert main(base + ["--parallel", "pipeline", "--nproc", "9"]) == 2

@@ -122,8 +122,11 @@ class LocalLearner(LayerwiseRule):
         self._leaves = [m for m in model.modules() if next(m.children(), None) is None]
 
     @torch.no_grad()
-    def activities(self, x: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """One forward pass: the model's output and every learnable layer's (pre, post)."""
+    def activities(self, x: torch.Tensor, part: nn.Module | None = None) -> tuple[torch.Tensor, list]:
+        """One forward pass: the model's output and every learnable layer's (pre, post).
+
+        ``part``: run that part of the model instead (a pipeline stage, a slice of an nn.Sequential
+        model, fed the activity it receives); layers outside it get None."""
         calls: list[tuple[nn.Module, torch.Tensor | None, torch.Tensor]] = []
 
         def record(module, inputs, output):
@@ -131,7 +134,7 @@ class LocalLearner(LayerwiseRule):
 
         handles = [m.register_forward_hook(record) for m in self._leaves]
         try:
-            out = self.model(x)
+            out = self.model(x) if part is None else part(x)
         finally:
             for h in handles:
                 h.remove()
@@ -159,7 +162,9 @@ class LocalLearner(LayerwiseRule):
                 raise ConfigError(f"{where} receives a {pre.ndim}-D input; the local rule needs (batch, features): "
                                   "add nn.Flatten before it")
             found[l] = (pre, post)
-        missing = [self.names[l] for l, f in enumerate(found) if f is None]
+        inside = None if part is None else {id(m) for m in part.modules()}
+        missing = [self.names[l] for l, f in enumerate(found) if f is None
+                   and (inside is None or id(self.layers[l]) in inside)]
         if missing:
             raise ConfigError(f"learnable layer(s) {', '.join(missing)} not called in the forward pass; "
                               "freeze them with requires_grad_(False) or remove them")

@@ -41,20 +41,28 @@ from .comm import (
     under_torchrun,
 )
 from .launcher import launch, run, train_from_cli, train_parallel
+from .partition import sequential_units
+from .setup import build_learner
+from .stages import PIPELINE_RULES, REFUSED, make_plan
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "MODES",
+    "PIPELINE_RULES",
+    "REFUSED",
     "SEND_WINDOW",
     "benchmark",
+    "build_learner",
     "build_model",
     "check_config",
     "check_mode",
     "exit_if_group_left",
     "launch",
     "layer_costs",
+    "make_plan",
     "partition_layers",
     "run",
+    "sequential_units",
     "train_from_cli",
     "train_parallel",
     "under_torchrun",

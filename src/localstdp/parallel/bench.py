@@ -17,9 +17,10 @@ from ..train import (
     RunState,
     batches,
 )
-from .comm import MODES, _init, _setup
+from .comm import MODES, _init
 from .data import _data_epoch
 from .pipeline import _pipeline_epoch
+from .setup import _setup
 
 log = logging.getLogger("localstdp.parallel")
 

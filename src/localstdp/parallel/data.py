@@ -8,6 +8,7 @@ import math
 import torch
 
 from ..errors import DivergenceError
+from ..learner import LocalLearner
 from ..train import (
     RunState,
     schedule_lr,
@@ -20,12 +21,12 @@ log = logging.getLogger("localstdp.parallel")
 def _data_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState) -> tuple[bool, int]:
     """Every rank trains on its shard of every batch; changes are summed with all_reduce."""
     comm, r, P = run.comm, run.rank, run.world
-    L = len(run.model.layers)
-    n_out = run.model.widths[-1]
     stopped, bad = False, 0
     if run.method == "local":
-        sizes = [p.numel() for layer in run.model.layers for p in (layer.weight, layer.bias)]
-        buf = torch.empty(sum(sizes) + 2)
+        layers = run.learner.layers  # the learnable layers (LocalRule: the MLP's; LocalLearner: any model's)
+        L, n_out = len(layers), run.learner.n_classes
+        sizes = [p.numel() for layer in layers for p in (layer.weight, layer.bias) if p is not None]
+        buf = torch.empty(sum(sizes) + 2, dtype=layers[0].weight.dtype)
     for b in range(state.step, len(idx_batches)):
         idx = idx_batches[b]
         schedule_lr(run.learner, run.cfg, state.epoch, b, len(idx_batches))
@@ -36,17 +37,19 @@ def _data_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState) -> 
         if stop_now:
             run.signum = signum
         if run.method == "local":
-            ups, acts = run.learner.updates(x, y, reduction="sum")
-            sse = ((run.learner.targets(L - 1, y) - acts[-1]) ** 2).sum()
-            parts = [t.reshape(-1) for dW, db in ups for t in (dW, db)]
+            ups, out = _local_updates(run.learner, x, y)
+            sse = ((run.learner.targets(L - 1, y) - out) ** 2).sum()
+            parts = [t.reshape(-1) for (dW, db), layer in zip(ups, layers)
+                     for t in ((dW, db) if layer.bias is not None else (dW,))]
             torch.cat(parts + [sse.reshape(1).float(), torch.tensor([float(stop_now)])], out=buf)
             comm.all_reduce(buf, f"summing the changes of batch {b + 1}")
             scale, o = 1.0 / len(idx), 0
             with torch.no_grad():
-                for l, layer in enumerate(run.model.layers):
-                    nw, nb = layer.weight.numel(), layer.bias.numel()
+                for l, layer in enumerate(layers):
+                    nw = layer.weight.numel()
+                    nb = layer.bias.numel() if layer.bias is not None else 0
                     run.learner.apply_layer(l, buf[o : o + nw].view_as(layer.weight) * scale,
-                                            buf[o + nw : o + nw + nb] * scale)
+                                            buf[o + nw : o + nw + nb] * scale if nb else None)
                     o += nw + nb
             loss = float(buf[-2]) / (len(idx) * n_out)
             stop_all = float(buf[-1]) > 0
@@ -70,7 +73,9 @@ def _data_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState) -> 
             except RuntimeError as exc:
                 raise comm.fail(f"averaging the gradients of batch {b + 1}", exc) from None
             opt.step()
-            run.model.keep_connectivity_()  # fixed first-layer connectivity (model.receptive_field)
+            keep = getattr(run.model, "keep_connectivity_", None)
+            if keep is not None:
+                keep()  # fixed first-layer connectivity (model.receptive_field)
             red = comm.all_reduce(torch.tensor([float(ce.detach()), float(stop_now)], dtype=torch.float64),
                                   f"summing the loss of batch {b + 1}")
             loss = float(red[0]) / len(idx)
@@ -86,3 +91,13 @@ def _data_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState) -> 
             stopped = True
             break
     return stopped, bad
+
+
+def _local_updates(learner, x: torch.Tensor, y: torch.Tensor):
+    """Every layer's summed (dW, db) over the shard from one forward pass, and the output activity."""
+    if isinstance(learner, LocalLearner):  # any nn.Module: the activities its hooks record
+        y = learner._labels(y)
+        _, acts = learner.activities(x)
+        return [learner.layer_update(l, pre, post, y, "sum") for l, (pre, post) in enumerate(acts)], acts[-1][1]
+    ups, acts = learner.updates(x, y, reduction="sum")  # LocalRule on the MLP
+    return ups, acts[-1]

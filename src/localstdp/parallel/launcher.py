@@ -40,9 +40,6 @@ from .comm import (
     DEFAULT_TIMEOUT,
     _agree,
     _init,
-    _setup,
-    _sharded_accuracy,
-    _sync_model,
     check_config,
     check_mode,
     exit_if_group_left,
@@ -50,6 +47,7 @@ from .comm import (
 )
 from .data import _data_epoch
 from .pipeline import _pipeline_epoch
+from .setup import _setup, _sharded_accuracy, _sync_model
 
 log = logging.getLogger("localstdp.parallel")
 
@@ -65,18 +63,21 @@ def train_parallel(
     resume: bool = False,
     should_stop: Callable[[], int] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    model: torch.nn.Module | None = None,
 ) -> dict | None:
     """Train on every rank of the (already initialised) default process group.
 
     Same arguments and run directory as :func:`localstdp.train.train`; ``should_stop`` is polled
-    on rank 0 only. Returns the metrics dict (with ``"model"``) on rank 0 and None elsewhere.
+    on rank 0 only. ``model``: train a copy of this initial nn.Module instead of the config's model
+    (pipeline: an nn.Sequential; the local rule trains it with LocalLearner and the config's rule
+    options, see :func:`localstdp.parallel.build_learner`). Returns the metrics dict (with ``"model"``) on rank 0 and None elsewhere.
     With ``resume`` every rank reads ``out/checkpoint.safetensors`` (the run directory must be
     visible to all ranks, e.g. on a shared file system).
     """
     check_mode(mode, method)
     check_config(cfg, mode, method)
     ds = dataset if dataset is not None else load_dataset(cfg.data)
-    run = _setup(cfg, method, mode, ds, timeout, should_stop)
+    run = _setup(cfg, method, mode, ds, timeout, should_stop, model)
     comm, model, learner, stages, seed = run.comm, run.model, run.learner, run.stages, cfg.train.seed
     r, P = comm.rank, comm.world
     out_dir = Path(out) if out is not None else None
@@ -178,6 +179,7 @@ def run(
     resume: bool = False,
     should_stop: Callable[[], int] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    model: torch.nn.Module | None = None,
 ) -> dict | None:
     """Join the process group (torchrun's environment, else a group of one), train, leave."""
     check_mode(mode, method)
@@ -187,7 +189,7 @@ def run(
     leave = joined
     try:
         return train_parallel(cfg, method, out, mode=mode, dataset=dataset, progress=progress, resume=resume,
-                              should_stop=should_stop, timeout=timeout)
+                              should_stop=should_stop, timeout=timeout, model=model)
     except DistributedError:
         leave = False  # the peers may be gone; leaving the group could wait on them
         raise
@@ -196,14 +198,14 @@ def run(
             dist.destroy_process_group()
 
 
-def _worker(cfg, method, out, mode, dataset, resume, progress, timeout, threads, log_level, keep_model):
+def _worker(cfg, method, out, mode, dataset, resume, progress, timeout, threads, log_level, keep_model, model=None):
     """Entry point of a worker started by :func:`launch` (a fresh process)."""
     torch.set_num_threads(threads)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=log_level if rank == 0 else logging.ERROR, format="%(message)s")
     try:
         m = run(cfg, method, out, mode=mode, dataset=dataset, progress=progress and rank == 0, resume=resume,
-                timeout=timeout)
+                timeout=timeout, model=model)
     except LocalSTDPError as exc:
         log.error("localstdp: error: %s", exc)
         exit_if_group_left(exc.exit_code)
@@ -226,10 +228,12 @@ def launch(
     timeout: float = DEFAULT_TIMEOUT,
     threads: int | None = None,
     keep_model: bool = False,
+    model: torch.nn.Module | None = None,
 ) -> dict:
     """Start ``nproc`` local workers through torch's elastic launcher on 127.0.0.1 and train.
 
     Each worker uses ``threads`` intra-op threads (default: OMP_NUM_THREADS, else 1, as torchrun).
+    ``model``: every worker trains a copy of this initial nn.Module (see :func:`train_parallel`).
     Returns rank 0's metrics (with ``"model"`` only if ``keep_model``). If any worker fails, the
     launcher stops the others and this raises :class:`DistributedError` (or :class:`Interrupted`).
     """
@@ -258,7 +262,7 @@ def launch(
     try:
         results = elastic_launch(lc, _worker)(cfg, method, None if out is None else str(out), mode, dataset, resume,
                                               progress, timeout, threads, logging.getLogger().getEffectiveLevel(),
-                                              keep_model)
+                                              keep_model, model)
     except ChildFailedError as exc:
         # the root cause first: a worker killed by a signal, else the earliest failure
         killed = sorted((f.timestamp, r, f) for r, f in exc.failures.items() if f.exitcode < 0)
@@ -300,7 +304,8 @@ def train_from_cli(
     check_config(cfg, mode, method)
     if not (math.isfinite(timeout) and timeout > 0):
         raise ConfigError(f"--dist-timeout {timeout!r}: expected a number of seconds > 0")
-    layers = len(cfg.model.hidden) + 1
+    hidden = len(cfg.model.hidden)
+    layers = hidden + 1 + (len(cfg.model.conv) if cfg.model.kind == "cnn" else 0)
     if under_torchrun():
         if nproc:
             raise ConfigError("--nproc starts local workers itself; under torchrun set --nproc_per_node instead")
@@ -312,6 +317,9 @@ def train_from_cli(
     if mode == "pipeline" and world > layers:
         raise ConfigError(f"--parallel pipeline with {world} processes needs at least {world} layers; "
                           f"the model has {layers} (model.hidden = {list(cfg.model.hidden)})")
+    if mode == "pipeline" and method == "ff" and world > hidden:
+        raise ConfigError(f"--parallel pipeline --rule ff with {world} processes needs at least {world} hidden "
+                          f"layers (ff trains the hidden layers only); the model has {hidden}")
     if under_torchrun() or world == 1:
         return run(cfg, method, out, mode=mode, progress=progress, resume=resume, should_stop=should_stop,
                    timeout=timeout)
