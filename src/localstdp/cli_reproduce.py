@@ -9,19 +9,42 @@ import logging
 import os
 import sys
 
+from .registry import PEER_RULES
+
+# Per-suite defaults of --seeds, --frontier-seeds and --methods (what the suite is for), used when the
+# tasks come from --suite and the option is not given; an explicit option always wins. Without an
+# entry here a suite runs the general defaults (5 seeds, frontier 3 seeds, DEFAULT_METHODS).
+# peers (issue 14): the local rule, plain backprop (tuned like the peers: learning rate only) and
+# backprop-wd (the most robust backprop baseline of the paper panel), and the five peer rules; no
+# frontier (it sweeps backprop and the local rule only).
+SUITE_DEFAULTS: dict[str, dict] = {
+    "peers": {"seeds": 3, "frontier_seeds": 0, "methods": ("local", "backprop", "backprop-wd", *PEER_RULES)},
+}
+GENERAL_DEFAULTS: dict = {"seeds": 5, "frontier_seeds": 3, "methods": None}
+
+
+def suite_defaults(args) -> dict:
+    """seeds, frontier_seeds and methods of a parsed reproduce command line: each as given, else the
+    suite's default (only when the tasks come from --suite), else the general default."""
+    own = {} if args.tasks else SUITE_DEFAULTS.get(args.suite, {})
+    return {k: (v if (v := getattr(args, k)) is not None else own.get(k, d)) for k, d in GENERAL_DEFAULTS.items()}
+
 
 def _add_reproduce(sub) -> None:
     from .registry import DEFAULT_METHODS, PANEL_METHODS, SUITES, TASKS  # plain data: --help loads no torch
 
     p = sub.add_parser("reproduce", help="train the panel on every task x seed, attack and certify the models, "
                        "sweep the robustness-accuracy frontier, write tables/plots")
-    p.add_argument("--seeds", type=int, default=5, help="panel seeds per task and method (train.seed = 0..N-1; default 5)")
-    p.add_argument("--frontier-seeds", type=int, default=3, help="seeds per frontier point (default 3; 0 = no frontier)")
+    p.add_argument("--seeds", type=int, help="panel seeds per task and method (train.seed = 0..N-1; default 5, "
+                   "--suite peers 3)")
+    p.add_argument("--frontier-seeds", type=int, help="seeds per frontier point (default 3, --suite peers 0; 0 = no "
+                   "frontier)")
     p.add_argument("--tasks", nargs="+", metavar="TASK", help=f"tasks to run (any of {', '.join(TASKS)})")
     p.add_argument("--suite", default="paper", help=f"named task list when --tasks is not given "
                    f"({', '.join(SUITES)}; default paper)")
     p.add_argument("--methods", nargs="+", metavar="NAME", help=f"panel methods, any of {' '.join(PANEL_METHODS)} "
-                   f"(default: {' '.join(DEFAULT_METHODS)})")
+                   f"(default: {' '.join(DEFAULT_METHODS)}; --suite peers: "
+                   f"{' '.join(SUITE_DEFAULTS['peers']['methods'])})")
     p.add_argument("--out", required=True, help="output directory (created); finished units go to OUT/units")
     p.add_argument("--resume", action="store_true", help="reuse the finished units in OUT/units (same settings)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -53,7 +76,9 @@ def cmd_reproduce(args) -> int:
                                  square_queries=args.square_queries, **extra)
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
-    methods = tuple(resolve_methods(args.methods))
+    d = suite_defaults(args)
+    args.seeds, args.frontier_seeds = d["seeds"], d["frontier_seeds"]
+    methods = tuple(resolve_methods(d["methods"]))
     settings = GridSettings(seeds=args.seeds, frontier_seeds=args.frontier_seeds, methods=methods, epochs=args.epochs,
                             n_attack=args.n_attack, certify=not args.no_certify, attacks=attacks)
     if not args.debug:  # ART logs every attack's success rate at INFO; -v should show our progress only

@@ -21,6 +21,8 @@ TASKS: dict[str, str] = {
 SUITES: dict[str, tuple[str, ...]] = {
     "paper": ("iris-1v2", "mnist-0v1", "mnist-3v5", "mnist-4v9"),
     "extended": ("iris-1v2", "mnist-0v1", "mnist-3v5", "mnist-4v9", "mnist-10", "digits-10", "fashion-mnist"),
+    # the peer local rules beside ours (issue 14; defaults: cli_reproduce.SUITE_DEFAULTS)
+    "peers": ("iris-1v2", "mnist-0v1", "mnist-3v5", "mnist-4v9", "mnist-10", "fashion-mnist"),
 }
 
 # The methods of the comparison panel (docs/evaluation.md): each trains the same model from the same
