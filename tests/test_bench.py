@@ -1,4 +1,5 @@
-"""Smoke test of the benchmark at minimal sizes: keys, sane values, report; no timing asserts."""
+"""The benchmark at minimal sizes: keys, sane values, report; the measuring machinery on a case with a
+known answer; no speed targets (those are checked by the benchmark command, never by a timed test)."""
 
 from __future__ import annotations
 
@@ -33,14 +34,14 @@ def test_interleaved_ratio_has_the_known_answer():
     about 2, and its inverse about 0.5 — a swapped numerator/denominator or a wrong pairing fails."""
     import time
 
-    from localstdp.bench import _paired_ratio, interleaved
+    from localstdp.bench import interleaved, paired_ratio
 
     once = lambda i: time.sleep(0.004)
     twice = lambda i: (time.sleep(0.004), time.sleep(0.004))
     t = interleaved({"once": once, "twice": twice}, units=3, repeats=5, warmup=1, device=torch.device("cpu"))
     assert [len(v) for v in t.values()] == [5, 5]
-    assert 1.7 < _paired_ratio(t["twice"], t["once"]) < 2.3
-    assert 0.43 < _paired_ratio(t["once"], t["twice"]) < 0.59
+    assert 1.7 < paired_ratio(t["twice"], t["once"]) < 2.3
+    assert 0.43 < paired_ratio(t["once"], t["twice"]) < 0.59
 
 
 def test_run_bench_tiny(tmp_path):
@@ -85,3 +86,52 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["bench", "--report", str(tmp_path / "missing.json")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 2 and "Traceback" not in err
+
+
+def test_headline_measures_the_default_time_bins():
+    from localstdp.rules import RuleParams
+
+    assert BenchSpec().time_bins == RuleParams().time_bins == 32
+
+
+def test_configs_and_rules_tiny(tmp_path):
+    """--configs finds every shipped config (MLP and CNN alike); --rules times the peer rules."""
+    from pathlib import Path
+
+    import localstdp
+    from localstdp.bench_configs import ConfigSpec, shipped_configs
+
+    shipped = {p.stem for p in (Path(localstdp.__file__).parent / "configs").glob("*.toml")}
+    assert set(shipped_configs()) == shipped and {"iris", "mnist-10", "fashion-mnist"} <= shipped
+    spec = ConfigSpec(batches=2, repeats=2, warmup_batches=1, only=("iris", "digits"))
+    res = run_bench(device="cpu", spec=TINY, threads=[1], configs=spec, rules=["fa", "ff"])
+    assert set(res["configs"]) == {"iris", "digits"}
+    for name, r in res["configs"].items():
+        full = res["devices"]["cpu"]["configs"][name]
+        assert r["speedup"] == full["speedup"] > 0 and set(r["peak_mib"]) == {"local", "backprop"}
+        assert r["local_s"] == pytest.approx(full["epoch_s"]["local"]) and r["backprop_s"] > 0
+        assert set(full["epoch_s"]) == {"local", "backprop", "backprop-sgd"}  # no centre, no receptive field
+        assert full["measured_batches"] == 2 and [len(v) for v in full["seconds"].values()] == [2, 2, 2]
+        assert isinstance(res["configs_target_met"][name], bool)
+    rules = res["devices"]["cpu"]["rules"]
+    assert list(rules["epoch_s"]) == ["local", "backprop", "fa", "ff"]
+    assert rules["speedup_vs_backprop"]["backprop"] == 1.0 and rules["cost_vs_local"]["local"] == 1.0
+    path = tmp_path / "b.json"
+    write_json(res, path)
+    md, _ = write_report(path, tmp_path / "BENCH.md")
+    text = md.read_text()
+    assert "## Shipped configs" in text and "### digits" in text and "## The peer local rules" in text
+
+
+def test_configs_arms_follow_the_config():
+    from localstdp.bench_configs import CONFIG_DIR, arms_for
+    from localstdp.config import load_config
+
+    assert arms_for(load_config(CONFIG_DIR / "mnist-10.toml")) == ["local", "backprop", "backprop-sgd", "local-fused"]
+    assert arms_for(load_config(CONFIG_DIR / "mnist-3v5.toml")) == ["local", "backprop", "backprop-sgd"]
+
+
+def test_configs_cli_errors(tmp_path, capsys):
+    assert main(["bench", "--quick", "--configs", "no-such-config", "--out", str(tmp_path / "b.json")]) == 2
+    assert main(["bench", "--quick", "--rules", "no-such-rule", "--out", str(tmp_path / "b.json")]) == 2
+    assert "no-such" in capsys.readouterr().err

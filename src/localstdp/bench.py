@@ -12,36 +12,46 @@ flops(backprop) / flops(rate) ~= 1.28. The benchmark measures, with warm-up, int
 - ``gemm_efficiency``: achieved FLOP/s of rate-mode training / FLOP/s of the same GEMMs (same
   shapes, same order, preallocated outputs) timed in the same repeats;
 - peak memory of one training step of each method; time per batch against width and batch size;
-- the cost and the error of the timing mode against K.
+- the cost and the error of the timing mode against K;
+- ``--configs`` (bench_configs.py): one epoch of every shipped config, the local rule against backprop on
+  the config's own network and data; ``--rules``: the peer local rules beside ours and backprop.
 
 Data are synthetic and MNIST-shaped (784 features in [0, 1], 10 classes): the cost does not
-depend on the values. Library code: it returns a dict and writes files; the CLI prints.
+depend on the values. Library code: it returns a dict and writes files; the CLI prints. The
+measuring machinery is in bench_core.py, the markdown report in bench_report.py.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import platform
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import torch
 
+from .bench_core import (  # noqa: F401  (re-exported: the measuring machinery)
+    interleaved,
+    load_average,
+    machine_info,
+    op_breakdown,
+    paired_ratio,
+    peak_step_memory,
+    stepper,
+    sync,
+    write_json,
+)
+from .bench_report import plot_width, render_markdown, write_report  # noqa: F401  (re-exported)
 from .errors import LocalSTDPError
 from .model import build_model
 from .rules import Backprop, BackpropParams, LocalRule, RuleParams
-from .rules.functional import timing_direct
-from .rules.timing import binned_error_bound, timing_binned
+from .rules.timing import binned_error_bound, timing_binned, timing_direct
 
 log = logging.getLogger(__name__)
 
 N_FEATURES, N_CLASSES = 784, 10
 TARGETS = {"rate_vs_backprop_speedup": (">=", 1.25), "gemm_efficiency": (">=", 0.80), "timing_vs_rate_cost": ("<=", 4.0)}
+CONFIG_TARGET = (">=", 1.25)  # every shipped config: local rule / backprop throughput, at every thread count
 METHODS = ("rate", "backprop", "timing")
 
 
@@ -49,7 +59,7 @@ METHODS = ("rate", "backprop", "timing")
 class BenchSpec:
     """What to measure. hidden/batch: the headline net and batch; epoch_batches: batches per
     timed epoch; repeats: interleaved timed repeats after ``warmup`` untimed ones; time_bins: K of
-    the timing mode in the headline; scale_*: the width and batch sweeps (time per batch);
+    the timing mode in the headline (default: RuleParams' default); scale_*: the width and batch sweeps (time per batch);
     bins_sweep: the K values whose cost and error are measured; lr: both methods' learning rate."""
 
     hidden: tuple[int, ...] = (1024, 1024)
@@ -57,7 +67,7 @@ class BenchSpec:
     epoch_batches: int = 20
     repeats: int = 7
     warmup: int = 1
-    time_bins: int = 4
+    time_bins: int = RuleParams.time_bins  # the library default (32): what a user who sets mode = "timing" gets
     scale_widths: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
     scale_batches: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
     scale_methods: tuple[str, ...] = ("rate", "backprop", "timing")
@@ -94,11 +104,6 @@ def method_flops(method: str, widths: list[int], batch: int, time_bins: int = 1)
     if method == "timing":
         return sum(f) * (1 + time_bins)  # forward + the (K * batch)-inner update GEMM
     raise ValueError(f"unknown method {method!r}")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def make_learner(method: str, widths: list[int], spec: BenchSpec, device: torch.device, time_bins: int | None = None):
@@ -144,96 +149,6 @@ class GemmReference:
             W.addmm_(self.out[l].T, self.acts[l], alpha=1e-30)
 
 
-def _time(fn: Callable[[], object], device: torch.device) -> float:
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t0
-
-
-def _stepper(step: Callable, batches) -> Callable[[int], object]:
-    return lambda i: step(*batches[i])
-
-
-def interleaved(fns: dict[str, Callable[[int], object]], units: int, repeats: int, warmup: int,
-                device: torch.device) -> dict[str, list[float]]:
-    """Seconds per repeat of every fn, each repeat being ``units`` calls fn(0..units-1).
-
-    Interleaved at the finest grain: for every unit all fns run back to back, in an order that
-    rotates from unit to unit, so every method sees the same machine load (the box is shared).
-    ``warmup`` untimed repeats come first."""
-    names = list(fns)
-    for _ in range(warmup):
-        for i in range(units):
-            for k in names:
-                fns[k](i)
-    _sync(device)
-    times: dict[str, list[float]] = {k: [] for k in names}
-    turn = 0
-    for _ in range(repeats):
-        total = dict.fromkeys(names, 0.0)
-        for i in range(units):
-            turn += 1
-            for k in names[turn % len(names):] + names[: turn % len(names)]:
-                total[k] += _time(lambda: fns[k](i), device)
-        for k in names:
-            times[k].append(total[k])
-    return times
-
-
-def _paired_ratio(num: list[float], den: list[float]) -> float:
-    return statistics.median(n / d for n, d in zip(num, den))
-
-
-def peak_step_memory(step: Callable[[], object], device: torch.device) -> int:
-    """Bytes allocated above the resting state during one training step.
-
-    CUDA: the allocator's peak. CPU: torch.profiler's per-op allocations (running sum of every
-    op's own net allocation, in time order; an op's internal temporaries freed before it returns
-    are not seen)."""
-    if device.type == "cuda":
-        _sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        step()
-        _sync(device)
-        return int(torch.cuda.max_memory_allocated(device) - base)
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    deltas = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage)
-    peak = cur = 0
-    for _, d in deltas:
-        cur += d
-        peak = max(peak, cur)
-    return int(peak)
-
-
-GEMM_OPS = ("aten::addmm", "aten::addmm_", "aten::mm", "aten::bmm", "aten::matmul")
-
-
-def op_breakdown(step: Callable[[], object], device: torch.device, steps: int = 2, top: int = 6) -> dict:
-    """Where one training step spends its time, from torch.profiler: the GEMM share of the self
-    time and the ``top`` ops by self time (milliseconds per step)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=acts) as prof:
-        for _ in range(steps):
-            step()
-        _sync(device)
-    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    rows = [(e.key, getattr(e, attr, 0.0) / 1e3 / steps) for e in prof.key_averages()]
-    rows = [r for r in rows if r[1] > 0]
-    total = sum(ms for _, ms in rows)
-    gemm = sum(ms for k, ms in rows if k in GEMM_OPS)
-    rows.sort(key=lambda r: -r[1])
-    return {"total_ms": total, "gemm_share": gemm / total if total else 0.0,
-            "top_ms": {k: ms for k, ms in rows[:top]}}
-
-
 def timing_error(widths: list[int], spec: BenchSpec, time_bins: int, n: int = 16) -> dict[str, float]:
     """Binned vs direct timing update of the first hidden layer on the benchmark's own activities
     (``n`` examples): relative Frobenius error, and the stated per-kernel bound eps(K)."""
@@ -261,7 +176,7 @@ def headline(spec: BenchSpec, device: torch.device) -> dict:
     batches = synthetic_batches(spec.epoch_batches, spec.batch, N_FEATURES, device, spec.seed)
     learners = {m: make_learner(m, widths, spec, device) for m in METHODS}
     gemm = GemmReference(widths, spec.batch, device, spec.seed)
-    fns = {m: _stepper(lrn.step, batches) for m, lrn in learners.items()}
+    fns = {m: stepper(lrn.step, batches) for m, lrn in learners.items()}
     fns["gemm"] = lambda i: gemm.step()
     log.info("bench %s: headline %s, batch %d, %d batches x %d repeats", device, widths, spec.batch,
              spec.epoch_batches, spec.repeats)
@@ -283,9 +198,9 @@ def headline(spec: BenchSpec, device: torch.device) -> dict:
         "epoch_seconds_median": med,
         "epoch_seconds_min": {k: min(v) for k, v in times.items()},
         "gflops_per_second": {k: flops[k] / med[k] / 1e9 for k in med},
-        "rate_vs_backprop_speedup": _paired_ratio(times["backprop"], times["rate"]),
-        "timing_vs_rate_cost": _paired_ratio(times["timing"], times["rate"]),
-        "gemm_efficiency": _paired_ratio(times["gemm"], times["rate"]),
+        "rate_vs_backprop_speedup": paired_ratio(times["backprop"], times["rate"]),
+        "timing_vs_rate_cost": paired_ratio(times["timing"], times["rate"]),
+        "gemm_efficiency": paired_ratio(times["gemm"], times["rate"]),
         "flop_bound_speedup": method_flops("backprop", widths, 1) / method_flops("rate", widths, 1),
         "peak_step_memory_bytes": memory,
         "op_breakdown": ops,
@@ -296,7 +211,7 @@ def headline(spec: BenchSpec, device: torch.device) -> dict:
 def _per_batch(methods, widths: list[int], batch: int, spec: BenchSpec, device: torch.device) -> dict[str, float]:
     """Median seconds per batch of each method at one shape (interleaved repeats)."""
     batches = synthetic_batches(spec.scale_steps, batch, widths[0], device, spec.seed)
-    fns = {m: _stepper(make_learner(m, widths, spec, device).step, batches) for m in methods}
+    fns = {m: stepper(make_learner(m, widths, spec, device).step, batches) for m in methods}
     times = interleaved(fns, spec.scale_steps, spec.scale_repeats, 1, device)
     return {m: statistics.median(t) / spec.scale_steps for m, t in times.items()}
 
@@ -321,60 +236,66 @@ def bins_sweep(spec: BenchSpec, device: torch.device) -> list[dict]:
     """Cost (timing step / rate step, interleaved) and error of the timing mode for each K."""
     widths = [N_FEATURES, *spec.hidden, N_CLASSES]
     batches = synthetic_batches(spec.bins_steps, spec.batch, N_FEATURES, device, spec.seed)
-    fns = {"rate": _stepper(make_learner("rate", widths, spec, device).step, batches)}
+    fns = {"rate": stepper(make_learner("rate", widths, spec, device).step, batches)}
     for K in spec.bins_sweep:
-        fns[f"timing{K}"] = _stepper(make_learner("timing", widths, spec, device, time_bins=K).step, batches)
+        fns[f"timing{K}"] = stepper(make_learner("timing", widths, spec, device, time_bins=K).step, batches)
     log.info("bench %s: time_bins %s", device, list(spec.bins_sweep))
     times = interleaved(fns, spec.bins_steps, spec.scale_repeats, 1, device)
     rows = []
     for K in spec.bins_sweep:
-        rows.append({"time_bins": K, "timing_vs_rate_cost": _paired_ratio(times[f"timing{K}"], times["rate"]),
+        rows.append({"time_bins": K, "timing_vs_rate_cost": paired_ratio(times[f"timing{K}"], times["rate"]),
                      "seconds_per_batch": statistics.median(times[f"timing{K}"]) / spec.bins_steps,
                      **timing_error(widths, spec, K)})
     return rows
 
 
-def machine_info(device: torch.device) -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "cpu": platform.processor() or None}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), info["cpu"])
-    except OSError:
-        pass
-    if hasattr(os, "getloadavg"):
-        info["load_average"] = list(os.getloadavg())
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def run_device(spec: BenchSpec, device: torch.device) -> dict:
+def run_device(spec: BenchSpec, device: torch.device, configs=None, rules: list[str] | None = None) -> dict:
+    """Everything measured on one device at one thread count: headline, K sweep, scaling, and when
+    asked the shipped configs (``configs``: a bench_configs.ConfigSpec) and the peer ``rules``."""
     t0 = time.perf_counter()
     res = {"machine": machine_info(device), "headline": headline(spec, device)}
     res["time_bins_sweep"] = bins_sweep(spec, device)
     res["scaling"] = scaling(spec, device)
-    res["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    if rules:
+        from .bench_configs import bench_rules
+
+        res["rules"] = bench_rules(rules, spec, device)
+    if configs is not None:
+        from .bench_configs import bench_configs
+
+        res["configs"] = bench_configs(configs, device)
+    res["machine"]["load_average_end"] = load_average()
     res["wall_seconds"] = time.perf_counter() - t0
     return res
 
 
 def run_bench(quick: bool = False, device: str = "auto", spec: BenchSpec | None = None,
-              threads: list[int] | None = None, **overrides) -> dict:
+              threads: list[int] | None = None, configs=None, rules: list[str] | None = None, **overrides) -> dict:
     """Run the benchmark; ``device``: "cpu", "cuda" or "auto" (CPU, plus CUDA when present).
 
     ``threads``: CPU thread counts to measure in turn (default: torch's current setting); each
-    gets its own entry, "cpu" for the first and "cpu-<n>t" for the others. Returns the JSON-ready
-    result; the three headline keys at the top level come from the first entry measured."""
+    gets its own entry, "cpu" for the first and "cpu-<n>t" for the others. ``configs``: a
+    bench_configs.ConfigSpec (True: one epoch of every shipped config, or a few batches when
+    ``quick``); ``rules``: peer rules to time beside ours and backprop. Returns the JSON-ready
+    result; the headline keys and ``configs`` (speedup, local_s, backprop_s, peak_mib per config)
+    at the top level come from the first entry measured."""
     spec = spec or (QUICK if quick else BenchSpec())
     if overrides:
         spec = replace(spec, **overrides)
+    if configs is True:
+        from .bench_configs import QUICK_CONFIGS, ConfigSpec
+
+        configs = QUICK_CONFIGS if quick else ConfigSpec()
     if device not in ("auto", "cpu", "cuda"):
         raise LocalSTDPError(f"unknown device {device!r}; expected auto, cpu or cuda")
     if device == "cuda" and not torch.cuda.is_available():
         raise LocalSTDPError("--device cuda: no CUDA device is available")
     if threads is not None and (not threads or any(n < 1 for n in threads)):
         raise LocalSTDPError(f"threads = {threads!r}: expected positive thread counts")
+    if configs is not None or rules:
+        from .bench_configs import check_names
+
+        check_names(configs, rules)
     runs: list[tuple[str, str, int | None]] = []
     if device in ("auto", "cpu"):
         for i, n in enumerate(threads or [None]):
@@ -383,6 +304,9 @@ def run_bench(quick: bool = False, device: str = "auto", spec: BenchSpec | None 
         runs.append(("cuda", "cuda", None))
     result: dict = {"quick": quick, "spec": asdict(spec), "targets": {k: list(v) for k, v in TARGETS.items()},
                     "devices": {}}
+    if configs is not None:
+        result["config_spec"] = asdict(configs)
+        result["config_target"] = list(CONFIG_TARGET)
     saved = torch.get_num_threads()
     try:
         for key, dev, n in runs:
@@ -391,152 +315,21 @@ def run_bench(quick: bool = False, device: str = "auto", spec: BenchSpec | None 
                 continue
             if n is not None:
                 torch.set_num_threads(n)
-            result["devices"][key] = run_device(spec, torch.device(dev))
+            result["devices"][key] = run_device(spec, torch.device(dev), configs, rules)
             torch.set_num_threads(saved)
     finally:
         torch.set_num_threads(saved)
-    first = result["devices"][runs[0][0]]["headline"]
+    first = result["devices"][runs[0][0]]
     for key in TARGETS:
-        result[key] = first[key]
+        result[key] = first["headline"][key]
     result["targets_met"] = {k: (result[k] >= v if op == ">=" else result[k] <= v) for k, (op, v) in TARGETS.items()}
+    if configs is not None:
+        from .bench_configs import summary
+
+        result["configs"] = summary(first["configs"])
+        low = CONFIG_TARGET[1]
+        result["configs_target_met"] = {
+            name: all(res["configs"][name]["speedup"] >= low for res in result["devices"].values()
+                      if "configs" in res and "speedup" in res["configs"][name])
+            for name, r in result["configs"].items() if "speedup" in r}
     return result
-
-
-def write_json(result: dict, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
-# ------------------------------------------------------------------------------------------------
-# the report
-# ------------------------------------------------------------------------------------------------
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f}"
-
-
-def plot_width(result: dict, path: str | Path) -> None:
-    """Seconds per batch against hidden width, one line per method and device (log-log)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for dev, res in result["devices"].items():
-        if "skipped" in res:
-            continue
-        rows = res["scaling"]["width"]
-        for m in rows[0]["seconds_per_batch"]:
-            ax.plot([r["width"] for r in rows], [r["seconds_per_batch"][m] for r in rows], marker="o",
-                    label=f"{m} ({dev}, {res['machine']['threads']} thread{'s' if res['machine']['threads'] > 1 else ''})")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("hidden width (784-w-w-10)")
-    ax.set_ylabel("seconds per batch")
-    batch = result["spec"]["batch"]
-    ax.set_title(f"training step time vs width, batch {batch}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-
-
-def render_markdown(result: dict, json_path: str, png_path: str, notes: str = "", command: str | None = None) -> str:
-    """BENCHMARKS.md from a result dict: every number in its tables comes from the JSON."""
-    lines = ["# Benchmarks", "",
-             f"Generated by `{command or 'localstdp bench --report ' + json_path}` from the JSON that "
-             f"`{result.get('command', 'localstdp bench')}` wrote. Do not edit by hand.", ""]
-    lines += ["## Headline", "", "| key | measured | target | met |", "|---|---|---|---|"]
-    for k, (op, v) in result["targets"].items():
-        lines.append(f"| `{k}` | {result[k]:.3f} | {op} {v} | {'yes' if result['targets_met'][k] else 'NO'} |")
-    first = next(iter(result["devices"]))
-    lines += ["", f"The keys above come from the first entry, `{first}`. Every entry measured:", "",
-              "| entry | threads | " + " | ".join(f"`{k}`" for k in result["targets"]) + " |",
-              "|---|---|" + "---|" * len(result["targets"])]
-    for dev, res in result["devices"].items():
-        if "skipped" not in res:
-            lines.append(f"| {dev} | {res['machine']['threads']} | "
-                         + " | ".join(f"{res['headline'][k]:.3f}" for k in result["targets"]) + " |")
-    lines.append("")
-    for dev, res in result["devices"].items():
-        if "skipped" in res:
-            lines += [f"## {dev}", "", f"Skipped: {res['skipped']}.", ""]
-            continue
-        h, m = res["headline"], res["machine"]
-        lines += [f"## {dev}", "",
-                  f"Machine: {m.get('cpu')}, {m['cpu_count']} CPUs, torch {m['torch']} with {m['threads']} threads"
-                  + (f", GPU {m['gpu']}" if "gpu" in m else "") + f"; {m['platform']}.",
-                  f"Load average at start {', '.join(f'{x:.2f}' for x in m.get('load_average') or [])}, at end "
-                  f"{', '.join(f'{x:.2f}' for x in m.get('load_average_end') or [])} (other jobs shared the machine "
-                  "when the load exceeds the thread count). Wall time of this device's run: "
-                  f"{res['wall_seconds']:.0f} s.", "",
-                  f"Net {'-'.join(map(str, h['widths']))}, batch {h['batch']}, an epoch of {h['epoch_batches']} batches "
-                  f"({h['epoch_examples']} synthetic MNIST-shaped examples), {len(h['epoch_seconds']['rate'])} interleaved "
-                  f"repeats after warm-up; medians. Timing mode: binned backend, K = {h['time_bins']} clock steps. "
-                  f"FLOP bound of the rate-vs-backprop speed-up for this net: {h['flop_bound_speedup']:.3f}.", "",
-                  "| method | epoch s (median) | GEMM GFLOP/s | peak step memory MiB |", "|---|---|---|---|"]
-        for k in ("rate", "backprop", "timing", "gemm"):
-            mem = h["peak_step_memory_bytes"].get(k)
-            lines.append(f"| {k if k != 'gemm' else 'bare GEMMs of a rate step'} | {h['epoch_seconds_median'][k]:.3f} | "
-                         f"{h['gflops_per_second'][k]:.1f} | {_mib(mem) if mem is not None else '-'} |")
-        lines += ["", f"Ratios (median of per-repeat ratios): rate vs backprop speed-up "
-                      f"{h['rate_vs_backprop_speedup']:.3f}, timing vs rate cost {h['timing_vs_rate_cost']:.3f}, "
-                      f"GEMM efficiency {h['gemm_efficiency']:.3f}. Parameters: {_mib(h['parameter_bytes'])} MiB.", "",
-                  "### Where a step's time goes (torch.profiler, self time per step)", "",
-                  "| method | profiled ms per step | GEMM share | top ops (ms) |", "|---|---|---|---|"]
-        for k, o in h.get("op_breakdown", {}).items():
-            top = ", ".join(f"{n.replace('aten::', '')} {ms:.1f}" for n, ms in o["top_ms"].items())
-            lines.append(f"| {k} | {o['total_ms']:.1f} | {o['gemm_share']:.2f} | {top} |")
-        lines += ["",
-                  "### Timing mode: cost and error against the number of clock steps K", "",
-                  "| K | timing / rate time | s per batch | rel. error vs direct (measured) | kernel error bound eps(K) |",
-                  "|---|---|---|---|---|"]
-        for r in res["time_bins_sweep"]:
-            lines.append(f"| {r['time_bins']} | {r['timing_vs_rate_cost']:.2f} | {r['seconds_per_batch']:.3f} | "
-                         f"{r['rel_error']:.4f} | {r['kernel_error_bound']:.4f} |")
-        for axis, label in (("width", "hidden width (batch %d)" % result["spec"]["batch"]),
-                            ("batch", "batch (width %d)" % result["spec"]["hidden"][0])):
-            rows = res["scaling"][axis]
-            methods = list(rows[0]["seconds_per_batch"])
-            lines += ["", f"### Seconds per batch against {label}", "",
-                      f"| {axis} | " + " | ".join(methods) + " | backprop / rate |",
-                      "|---" * (len(methods) + 2) + "|"]
-            for r in rows:
-                s = r["seconds_per_batch"]
-                lines.append(f"| {r[axis]} | " + " | ".join(f"{s[k]:.4f}" for k in methods)
-                             + f" | {s['backprop'] / s['rate']:.2f} |")
-        lines.append("")
-    lines += [f"![seconds per batch against width]({png_path})", ""]
-    if notes:
-        lines += [notes.rstrip(), ""]
-    return "\n".join(lines)
-
-
-def write_report(json_path: str | Path, md_path: str | Path = "BENCHMARKS.md", png_path: str | Path | None = None,
-                 notes_path: str | Path | None = None, command: str | None = None) -> tuple[Path, Path]:
-    """Write the markdown report and the width plot from a benchmark JSON; returns their paths.
-
-    ``notes_path``: an optional markdown file appended verbatim (the analysis of the numbers);
-    ``command``: the command line to name in the report's first line."""
-    json_path, md_path = Path(json_path), Path(md_path)
-    try:
-        result = json.loads(json_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LocalSTDPError(f"benchmark JSON not found: {json_path}") from None
-    except json.JSONDecodeError as exc:
-        raise LocalSTDPError(f"{json_path}: not a benchmark JSON: {exc}") from None
-    if not all(k in result for k in ("devices", "targets", "spec")):
-        raise LocalSTDPError(f"{json_path}: not a benchmark JSON (no devices/targets/spec)")
-    png_path = Path(png_path) if png_path else json_path.with_name(json_path.stem + "_width.png")
-    plot_width(result, png_path)
-    notes = Path(notes_path).read_text(encoding="utf-8") if notes_path else ""
-    rel_png = os.path.relpath(png_path, md_path.parent)
-    rel_json = os.path.relpath(json_path, md_path.parent)
-    md_path.write_text(render_markdown(result, rel_json, rel_png, notes, command), encoding="utf-8")
-    return md_path, png_path

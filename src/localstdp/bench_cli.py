@@ -5,6 +5,7 @@ Outputs default to ``bench-out/`` (not tracked); an output that would replace a 
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import subprocess
 from pathlib import Path
@@ -24,6 +25,11 @@ def _add_bench(sub) -> None:
     p.add_argument("--time-bins", type=int, help="clock steps K of the timing mode in the headline")
     p.add_argument("--repeats", type=int, help="interleaved timed repeats")
     p.add_argument("--threads", help="CPU thread counts to measure in turn, e.g. 1,2 (default: torch's setting)")
+    p.add_argument("--configs", nargs="*", metavar="NAME",
+                   help="also time one epoch (--quick: a few batches) of every shipped config, or of the NAMEs "
+                        "given, for the local rule and backprop on the config's own network")
+    p.add_argument("--rules", nargs="+", metavar="RULE",
+                   help="also time these rules (local, backprop, fa, dfa, drtp, pepita, ff) on the headline network")
     p.add_argument("--report", metavar="JSON", help="do not measure: write the markdown report from this JSON")
     p.add_argument("--md", default=f"{DEFAULT_DIR}/BENCHMARKS.md",
                    help=f"markdown report path for --report (default {DEFAULT_DIR}/BENCHMARKS.md)")
@@ -87,18 +93,37 @@ def cmd_bench(args) -> int:
             threads = [int(t) for t in args.threads.split(",")]
         except ValueError:
             raise ConfigError(f"bench: --threads {args.threads!r}: expected integers such as 1,2") from None
+    configs = None
+    if args.configs is not None:
+        from .bench_configs import QUICK_CONFIGS, ConfigSpec
+
+        configs = dataclasses.replace(QUICK_CONFIGS if args.quick else ConfigSpec(), only=tuple(args.configs) or None)
     refuse_to_replace([args.out], args.force)
-    result = run_bench(quick=args.quick, device=args.device, threads=threads, **overrides)
+    result = run_bench(quick=args.quick, device=args.device, threads=threads, configs=configs, rules=args.rules,
+                       **overrides)
     words = ["localstdp", "bench", *(["--quick"] if args.quick else []), "--out", args.out]
     words += [] if args.device == "auto" else ["--device", args.device]
     words += ["--threads", args.threads] if args.threads else []
+    words += ["--configs", *args.configs] if args.configs is not None else []
+    words += ["--rules", *args.rules] if args.rules else []
     words += [w for k, v in overrides.items() for w in (f"--{k.replace('_', '-')}", str(v))]
     result["command"] = " ".join(shlex.quote(w) for w in words)
     write_json(result, args.out)
     for key, (op, target) in TARGETS.items():
         print(f"{key:26s} {result[key]:7.3f}  (target {op} {target}: {'met' if result['targets_met'][key] else 'NOT met'})")
+    for name, r in result.get("configs", {}).items():
+        if "skipped" in r:
+            print(f"config {name:20s} skipped ({r['skipped']})")
+        else:
+            print(f"config {name:20s} speed-up {r['speedup']:6.3f}  local {r['local_s']:8.3f} s/epoch  backprop "
+                  f"{r['backprop_s']:8.3f} s/epoch  (target >= 1.25 at every thread count: "
+                  f"{'met' if result['configs_target_met'].get(name) else 'NOT met'})")
     for dev, res in result["devices"].items():
         if "skipped" in res:
             print(f"{dev}: skipped ({res['skipped']})")
+        elif "rules" in res:
+            r = res["rules"]
+            print(f"{dev}: rules, speed-up over backprop: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in r["speedup_vs_backprop"].items()))
     print(f"-> {args.out}")
     return 0
