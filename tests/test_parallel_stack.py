@@ -185,9 +185,9 @@ def close(a: nn.Module, b: nn.Module, rtol=1e-4, atol=1e-5):
         torch.testing.assert_close(y, x, rtol=rtol, atol=atol, msg=k)
 
 
-@pytest.mark.parametrize("method", ["local", "backprop"])
-def test_data_parallel_trains_a_cnn(one_thread, method):
-    ds, cfg, model = images(), config(), tiny_cnn()
+@pytest.mark.parametrize("method,rule", [("local", {"center": 0.9}), ("backprop", {})], ids=["local", "backprop"])
+def test_data_parallel_trains_a_cnn(one_thread, method, rule):
+    ds, cfg, model = images(), config(rule=rule), tiny_cnn()
     ref = single(model, cfg, ds, method)
     m = parallel.launch(2, cfg, method, None, mode="data", dataset=ds, threads=1, keep_model=True, model=model)
     close(ref, m["model"])
@@ -203,9 +203,51 @@ def test_data_parallel_peers_match_single_process(one_thread, rule):
     assert m["test_accuracy"] == pytest.approx(ref["test_accuracy"])
 
 
-def test_data_parallel_refusals():
-    ds, cfg, model = images(), config(), tiny_cnn()
+def test_data_parallel_refuses_peers_on_other_models():
+    cfg, model = config(), tiny_cnn()
     with pytest.raises(ConfigError, match="peer rules train the package MLP only"):
         parallel.build_learner("drtp", model, cfg, 3)
-    with pytest.raises(ConfigError, match="rule.center"):  # each rank would average its own shard
-        parallel.run(config(rule={"center": 0.5}), "local", None, mode="data", dataset=ds, model=model)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: a model.kind = "cnn" config, end to end
+# ---------------------------------------------------------------------------------------------
+
+CNN_TOML = """
+[data]
+name = "digits"
+[model]
+kind = "cnn"
+conv = [{channels = 4, kernel = 3, padding = 1, pool = 2}, {channels = 6, kernel = 3, padding = 1}]
+hidden = [16]
+[train]
+epochs = 1
+batch_size = 64
+lr = 0.5
+seed = 2
+[rule]
+center = 0.99
+"""
+
+
+@pytest.mark.parametrize("mode,nproc", [("pipeline", 3), ("data", 2)])
+def test_cli_trains_a_cnn_config_in_parallel(tmp_path, one_thread, capsys, mode, nproc):
+    from localstdp.cli import main
+    from localstdp.config import load_config
+    from localstdp.train import load_run
+
+    path = tmp_path / "cnn.toml"
+    path.write_text(CNN_TOML)
+    ref = train(load_config(path), "local")
+    out = tmp_path / mode
+    assert main(["train", "--config", str(path), "--rule", "local", "--parallel", mode, "--nproc", str(nproc),
+                 "--out", str(out), "--no-progress"]) == 0
+    _, model, method = load_run(out)  # evaluate --run rebuilds the CNN
+    assert method == "local" and type(model).__name__ == "CNN"
+    if mode == "pipeline":  # conv, conv, dense, output over 3 ranks: bit for bit
+        assert_equal(ref["model"], model)
+    else:
+        close(ref["model"], model, rtol=1e-4, atol=1e-4)
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(out), "--json"]) == 0
+    assert abs(__import__("json").loads(capsys.readouterr().out)["test_accuracy"] - ref["test_accuracy"]) < 0.01

@@ -39,13 +39,8 @@ def check_mode(mode: str, method: str) -> None:
 
 
 def check_config(cfg: ExperimentConfig, mode: str, method: str) -> None:
-    """Rule options a parallel mode cannot honour exactly (ConfigError, exit status 2)."""
-    if mode == "data" and method == "local" and getattr(cfg.rule, "center", 0) > 0:
-        raise ConfigError(CENTER_IN_DATA)
-
-
-CENTER_IN_DATA = ("rule.center (running presynaptic means) is not supported with --parallel data: each rank would "
-                  "average its own shard; use --parallel pipeline (or center = 0)")
+    """Rule options a parallel mode cannot honour (ConfigError, exit status 2): none at present
+    (rule.center runs in both modes: data parallel shares the whole batch's presynaptic means)."""
 
 
 # ----------------------------------------------------------------------------------------------

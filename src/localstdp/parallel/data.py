@@ -37,7 +37,7 @@ def _data_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState) -> 
         if stop_now:
             run.signum = signum
         if run.method == "local":
-            ups, out = _local_updates(run.learner, x, y)
+            ups, out = _local_updates(run, x, y, b)
             sse = ((run.learner.targets(L - 1, y) - out) ** 2).sum()
             parts = [t.reshape(-1) for (dW, db), layer in zip(ups, layers)
                      for t in ((dW, db) if layer.bias is not None else (dW,))]
@@ -93,11 +93,42 @@ def _data_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState) -> 
     return stopped, bad
 
 
-def _local_updates(learner, x: torch.Tensor, y: torch.Tensor):
-    """Every layer's summed (dW, db) over the shard from one forward pass, and the output activity."""
+def _local_updates(run: _Run, x: torch.Tensor, y: torch.Tensor, b: int):
+    """Every layer's summed (dW, db) over this rank's shard from one forward pass, and the output
+    activity. With ``rule.center`` the running presynaptic means move by the mean over the WHOLE
+    batch (one all_reduce of the shards' sums), as in one process, not by this shard's."""
+    learner = run.learner
     if isinstance(learner, LocalLearner):  # any nn.Module: the activities its hooks record
         y = learner._labels(y)
-        _, acts = learner.activities(x)
-        return [learner.layer_update(l, pre, post, y, "sum") for l, (pre, post) in enumerate(acts)], acts[-1][1]
-    ups, acts = learner.updates(x, y, reduction="sum")  # LocalRule on the MLP
-    return ups, acts[-1]
+        _, pairs = learner.activities(x)
+    else:  # LocalRule on the MLP
+        acts = learner.model.activities(x)
+        pairs = list(zip(acts[:-1], acts[1:]))
+    if learner.params.center > 0:
+        means = _batch_means(run, [pre for pre, _ in pairs], b)
+        learner.pre_mean = lambda l, pre: means[l]  # shadows LayerwiseRule.pre_mean for these updates
+        try:
+            ups = [learner.layer_update(l, pre, post, y, "sum") for l, (pre, post) in enumerate(pairs)]
+        finally:
+            del learner.pre_mean
+    else:
+        ups = [learner.layer_update(l, pre, post, y, "sum") for l, (pre, post) in enumerate(pairs)]
+    return ups, pairs[-1][1]
+
+
+def _batch_means(run: _Run, pres: list[torch.Tensor], b: int) -> list[torch.Tensor]:
+    """rule.center: every layer's running presynaptic mean m <- c m + (1 - c) mean_batch(pre) with the
+    mean over the whole batch (sums and counts of every shard added by all_reduce); per input
+    channel for a conv layer, as LayerwiseRule.pre_mean."""
+    learner, c = run.learner, run.learner.params.center
+    sums = [p.sum(0) if p.ndim == 2 else p.sum((0, 2, 3)) for p in pres]
+    counts = [p.shape[0] if p.ndim == 2 else p.shape[0] * p.shape[2] * p.shape[3] for p in pres]
+    buf = torch.cat([*sums, torch.tensor(counts, dtype=sums[0].dtype)])
+    run.comm.all_reduce(buf, f"summing the presynaptic means of batch {b + 1}")
+    o, n = 0, len(buf) - len(pres)
+    for l, s in enumerate(sums):
+        batch = buf[o : o + s.numel()] / buf[n + l]
+        o += s.numel()
+        m = learner.pre_means[l]
+        learner.pre_means[l] = batch if m is None else m * c + batch * (1 - c)
+    return learner.pre_means

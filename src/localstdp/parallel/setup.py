@@ -18,7 +18,7 @@ from ..model import CNN, MLP, build_network
 from ..rules import PEERS
 from ..rules.layerwise import units
 from ..train import make_learner, predictor
-from .comm import CENTER_IN_DATA, _Comm, _Run, _shard
+from .comm import _Comm, _Run, _shard
 from .stages import make_plan
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.uint8, torch.bool)
@@ -54,8 +54,6 @@ def _setup(cfg: ExperimentConfig, method: str, mode: str, ds: Dataset, timeout: 
     if not hasattr(model, "widths"):  # a hand-built model: what metrics.json and checkpoints record
         layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         model.widths = [ds.n_features, *(units(m) for m in layers)]
-    if mode == "data" and method == "local" and learner.params.center > 0:
-        raise ConfigError(CENTER_IN_DATA)
     plan, stages = None, []
     if mode == "pipeline":
         plan = make_plan(method, model, learner, ds.x_train[:1])
