@@ -251,3 +251,17 @@ def test_cli_trains_a_cnn_config_in_parallel(tmp_path, one_thread, capsys, mode,
     capsys.readouterr()
     assert main(["evaluate", "--run", str(out), "--json"]) == 0
     assert abs(__import__("json").loads(capsys.readouterr().out)["test_accuracy"] - ref["test_accuracy"]) < 0.01
+
+
+@pytest.mark.parametrize("rule,nproc", [("drtp", 2), ("local", 3)])
+def test_pipeline_resumed_from_its_checkpoint_equals_uninterrupted(tmp_path, one_thread, rule, nproc):
+    """Epoch 1 in one pipeline run, epoch 2 resumed in another: each rank reads rank 0's checkpoint
+    (every layer's weights and rule state: Adam moments, running presynaptic means per conv channel)."""
+    ds, model = images(), tiny_cnn() if rule == "local" else None
+    cfg = config(epochs=2, hidden=(16, 12, 8), rule={"center": 0.9}, peers={"lr": 0.01})
+    ref = single(model, cfg, ds) if model is not None else train(cfg, rule, dataset=ds)["model"]
+    kw = dict(mode="pipeline", dataset=ds, threads=1, model=model)
+    parallel.launch(nproc, cfg.with_overrides(epochs=1), rule, tmp_path, **kw)
+    m = parallel.launch(nproc, cfg, rule, tmp_path, resume=True, keep_model=True, **kw)
+    assert [h["epoch"] for h in m["history"]] == [1, 2]
+    assert_equal(ref, m["model"])
