@@ -16,6 +16,8 @@ TASKS: dict[str, str] = {
     "mnist-10": "mnist-10.toml",  # ten classes (issue 7): the 5000-image subset
     "digits-10": "digits.toml",
     "fashion-mnist": "fashion-mnist.toml",  # the full 70000 images: needs dataset-fashion-mnist (or data.url)
+    "mnist-10-cnn": "mnist-10-cnn.toml",  # model.kind = "cnn" (issue 13): both methods on the same CNN
+    "fashion-mnist-cnn": "fashion-mnist-cnn.toml",  # the CNN on the full 70000 images
 }
 # Named groups of tasks for ``localstdp reproduce --suite``.
 SUITES: dict[str, tuple[str, ...]] = {
