@@ -4,7 +4,9 @@ The local rule needs, for layer l and batch k, only that layer's own input a^(l-
 a^l_k (computed with W^l as updated by batch k-1) and the broadcast label y_k. Nothing flows back
 from later layers, so two schedules are exact:
 
-``pipeline``  rank r owns a contiguous slice of layers. Rank 0 reads batch k, runs its layers
+``pipeline``  rank r owns a contiguous slice of layers (the package MLP's, or the units of any
+    nn.Sequential trained by LocalLearner, e.g. a CNN config; drtp and ff on the MLP too:
+    stages.py, partition.py). Rank 0 reads batch k, runs its layers
     (forward, local update, apply), and sends (y_k, activity) to rank 1 while it goes on with
     batch k+1; rank r receives, runs its layers, sends on. There are no backward messages, so
     with several micro-batches in flight all ranks compute at once. Each rank performs exactly
@@ -13,8 +15,9 @@ from later layers, so two schedules are exact:
     equal bit for bit.
 ``data``  every rank takes a contiguous shard of every batch, computes its per-layer changes
     with ``reduction="sum"``; one all_reduce sums them and every rank applies the same change
-    (equal to single-process up to float summation order). The backprop baseline uses plain
-    DistributedDataParallel instead, so the comparison stays fair; it has no pipeline mode.
+    (equal to single-process up to float summation order); every learner, any model it accepts.
+    The backprop baseline uses plain DistributedDataParallel instead, so the comparison stays
+    fair; it has no pipeline mode (nor have fa, dfa and pepita: see stages.REFUSED).
 
 Every rank loads the data set and builds the full model from the seed (identical everywhere);
 at the end of an epoch the owners broadcast their layers, all ranks evaluate a shard of the
