@@ -111,3 +111,47 @@ def test_fused_training_stays_close_to_the_exact_training():
     for a, b in zip(exact.model.parameters(), fused.model.parameters()):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
     assert not fused.model.layers[0].weight[model.in_mask == 0].any()
+
+
+def test_banded_receptive_field_layer_equals_the_dense_masked_one():
+    """fields.py: forward, autograd gradients and the local rule's centred update, banded vs dense."""
+    from localstdp.fields import banded_linear, banded_rate_update_, field_bands
+    from localstdp.model import receptive_field_mask
+
+    g = torch.Generator().manual_seed(0)
+    n_out, n_in, B = 40, 196, 8
+    mask = receptive_field_mask(n_out, n_in, 5, g)
+    bands = field_bands(mask)
+    assert sum(len(bd.rows) for bd in bands) == n_out
+    for bd in bands:  # every field lies inside its band
+        outside = torch.ones(n_in, dtype=torch.bool)
+        outside[bd.start : bd.stop] = False
+        assert not mask[bd.rows][:, outside].any()
+    W = torch.randn(n_out, n_in, generator=g) * mask
+    b = torch.randn(n_out, generator=g)
+    x = torch.rand(B, n_in, generator=g, requires_grad=True)
+    Wd, Wb = W.clone().requires_grad_(), W.clone().requires_grad_()
+    bd_, bb = b.clone().requires_grad_(), b.clone().requires_grad_()
+    zd = torch.addmm(bd_, x, Wd.T)
+    zb = banded_linear(x, Wb, bb, bands)
+    torch.testing.assert_close(zb, zd)
+    gz = torch.randn(B, n_out, generator=g)
+    gxd, = torch.autograd.grad(zd, x, gz, retain_graph=True)
+    gxb, = torch.autograd.grad(zb, x, gz, retain_graph=True)
+    torch.testing.assert_close(gxb, gxd)
+    zd.backward(gz)
+    zb.backward(gz)
+    in_band = torch.zeros(n_out, n_in)
+    for bd in bands:
+        in_band[bd.rows, bd.start : bd.stop] = 1.0
+    torch.testing.assert_close(Wb.grad, Wd.grad * in_band)  # zero outside the bands (W *= mask after each step)
+    torch.testing.assert_close(bb.grad, bd_.grad)
+    xs, e, m = x.detach(), torch.randn(B, n_out, generator=g), torch.rand(n_in, generator=g)
+    p = RuleParams(eta=0.3)
+    target = torch.sigmoid(torch.randn(B, n_out, generator=g))
+    post = target - e
+    W1, b1, W2, b2 = W.clone(), b.clone(), W.clone(), b.clone()
+    apply_local_update_(W1, b1, xs, post, target, p, m, mask)
+    banded_rate_update_(W2, b2, bands, mask, xs, target - post, p.eta / B, m)
+    torch.testing.assert_close(W2, W1, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(b2, b1, rtol=1e-5, atol=1e-6)

@@ -240,3 +240,62 @@ def bench_rules(rules: list[str], spec, device: torch.device) -> dict:
         "load_average": load_start,
         "load_average_end": load_average(),
     }
+
+
+# ------------------------------------------------------------------------------------------------
+# receptive fields: the masked dense first layer against the banded one (fields.py)
+# ------------------------------------------------------------------------------------------------
+
+
+def bench_fields(spec: ConfigSpec, device: torch.device, repeats: int = 5, steps: int = 20) -> dict:
+    """For every shipped config with receptive fields: one first-layer step of each method, dense
+    masked (what runs) against banded (fields.py), interleaved. local: forward + the exact centred
+    update; backprop: forward + autograd backward. Milliseconds per step (medians) and ratios."""
+    from .config import load_config
+    from .fields import banded_linear, banded_rate_update_, field_bands
+    from .model import receptive_field_mask
+
+    out = {}
+    for name in (list(spec.only) if spec.only else shipped_configs()):
+        cfg = load_config(CONFIG_DIR / f"{name}.toml")
+        S = cfg.model.receptive_field if cfg.model.kind != "cnn" else 0
+        if not S:
+            continue
+        n_out, n_in, B = cfg.model.hidden[0], 784, cfg.train.batch_size
+        g = torch.Generator().manual_seed(0)
+        mask = receptive_field_mask(n_out, n_in, S, g).to(device)
+        bands = field_bands(mask)
+        W = (torch.randn(n_out, n_in, generator=g).to(device) * 0.05) * mask
+        b, m = torch.zeros(n_out, device=device), torch.full((n_in,), 0.1, device=device)
+        x, e = torch.rand(B, n_in, generator=g).to(device), (torch.rand(B, n_out, generator=g).to(device) - 0.5)
+        absent = 1 - mask
+        Wg, bg = W.clone().requires_grad_(), b.clone().requires_grad_()
+
+        def dense_local(i):
+            torch.addmm(b, x, W.T)
+            dW = torch.mm(e.T, x - m).mul_(1e-9)
+            db = -torch.mv(dW, m)
+            W.addcmul_(dW, mask)
+            db += torch.mv(dW.mul_(absent), m)
+            b.add_(db)
+
+        def banded_local(i):
+            banded_linear(x, W, b, bands)
+            banded_rate_update_(W, b, bands, mask, x, e, 1e-9, m)
+
+        def backward(fwd):
+            def f(i):
+                fwd(x, Wg, bg).sum().backward()
+                Wg.grad = bg.grad = None
+            return f
+
+        fns = {"local-dense": dense_local, "local-banded": banded_local,
+               "backprop-dense": backward(lambda x, W, b: torch.addmm(b, x, W.T)),
+               "backprop-banded": backward(lambda x, W, b: banded_linear(x, W, b, bands))}
+        times = interleaved(fns, steps, repeats, 1, device)
+        out[name] = {"shape": [n_out, n_in], "side": S, "batch": B, "bands": len(bands),
+                     "band_inputs": sum((bd.stop - bd.start) * len(bd.rows) for bd in bands) / n_out,
+                     "ms_per_step": {k: statistics.median(t) / steps * 1e3 for k, t in times.items()},
+                     "banded_speedup": {k: paired_ratio(times[f"{k}-dense"], times[f"{k}-banded"])
+                                        for k in ("local", "backprop")}}
+    return out

@@ -107,7 +107,7 @@ def render_markdown(result: dict, json_path: str, png_path: str, notes: str = ""
                 lines.append(f"| {r[axis]} | " + " | ".join(f"{s[k]:.4f}" for k in methods)
                              + f" | {s['backprop'] / s['rate']:.2f} |")
         lines.append("")
-    lines += render_configs(result) + render_rules(result)
+    lines += render_configs(result) + render_fields(result) + render_rules(result)
     lines += [f"![seconds per batch against width]({png_path})", ""]
     if notes:
         lines += [notes.rstrip(), ""]
@@ -238,3 +238,24 @@ def render_rules(result: dict) -> list[str]:
             f"{r['epoch_s'][rule]:.3f} | {r['speedup_vs_backprop'][rule]:.2f} | {r['cost_vs_local'][rule]:.2f}"
             for _, r in entries) + f" | {r0['peak_mib'][rule]:.1f} |")
     return lines + ["", "Load average (1 min): " + "; ".join(f"{d} {_load(r)}" for d, r in entries) + ".", ""]
+
+
+def render_fields(result: dict) -> list[str]:
+    """Receptive fields: the masked dense first layer (what runs) against the banded one (fields.py)."""
+    entries = _entries(result, "receptive_fields")
+    if not entries or not entries[0][1]:
+        return []
+    lines = ["## Receptive fields: dense masked against banded (issue 15 item 2)", "",
+             "One step of the first layer alone (random data of the config's shape): `local` = forward + the "
+             "exact centred update, `backprop` = forward + autograd backward; ms per step (median) and the banded "
+             "form's speed-up (median of per-repeat ratios, > 1: banded faster).", "",
+             "| config | entry | layer | inputs read per neuron (band / dense) | local dense | local banded | "
+             "speed-up | backprop dense | backprop banded | speed-up |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for dev, fields in entries:
+        for name, r in fields.items():
+            ms, sp = r["ms_per_step"], r["banded_speedup"]
+            lines.append(f"| {name} | {_threads(result, dev)} | {r['shape'][0]} x {r['shape'][1]}, {r['side']} x "
+                         f"{r['side']} fields, {r['bands']} bands | {r['band_inputs']:.0f} / {r['shape'][1]} | "
+                         f"{ms['local-dense']:.2f} | {ms['local-banded']:.2f} | {sp['local']:.2f} | "
+                         f"{ms['backprop-dense']:.2f} | {ms['backprop-banded']:.2f} | {sp['backprop']:.2f} |")
+    return lines + [""]
