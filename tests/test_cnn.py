@@ -144,7 +144,7 @@ def test_peers_and_mlp_only_paths_refuse_the_cnn():
     cfg = cnn_cfg()
     with pytest.raises(ConfigError, match="--rule fa: the peer rules train the package MLP only"):
         make_learner("fa", build_network(cfg.model, 64, 10, 0), cfg, 10)
-    with pytest.raises(ConfigError, match="this training path builds the MLP only"):
+    with pytest.raises(ConfigError, match="this training path was handed the package MLP"):
         make_learner("local", MLP(64, [8], 10), cfg, 10)
 
 
@@ -212,3 +212,29 @@ def test_data_loader_serves_the_shuffled_batches_exactly():
         assert torch.equal(xb, x[idx]) and torch.equal(yb, y[idx])
     tail = list(epoch_loader(x, y, perm, 4, start=2))  # a resumed epoch starts at its checkpoint's batch
     assert len(tail) == 1 and torch.equal(tail[0][1], y[want[2]])
+
+
+def test_backprop_trains_a_users_own_sequential_like_autograd():
+    """Backprop on a hand-built nn.Sequential (no keep_connectivity_) takes the step plain SGD takes."""
+    import copy
+
+    from torch import nn
+
+    from localstdp.rules.backprop import Backprop, BackpropParams
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 5), nn.Sigmoid(), nn.Linear(5, 3))
+    ref, init = copy.deepcopy(net), copy.deepcopy(net)
+    x, y = torch.randn(8, 6), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    p = BackpropParams()
+    learner = Backprop(net, p, 3, 0)
+    learner.step(x, y)
+    ref_opt = copy.deepcopy(learner.optimizer)
+    ref_opt.param_groups[0]["params"] = list(ref.parameters())
+    ref_opt.state.clear()
+    ref_opt.zero_grad()
+    learner.loss_mean(ref(x), y).backward()
+    ref_opt.step()
+    for a, b in zip(net.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(net[0].weight, init[0].weight)  # it did learn

@@ -78,7 +78,8 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--parallel", choices=["none", "pipeline", "data"], default="none",
-                   help="torch.distributed training: layer pipeline (local rule) or data parallel; "
+                   help="torch.distributed training: layer pipeline (local, drtp, ff; MLP or CNN for local) or data "
+                        "parallel (every rule and model); "
                         "under torchrun the process joins its group (docs/distributed.md)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
                    help="where to train: cpu (default, what every recorded number used), cuda, or auto "

@@ -66,8 +66,9 @@ def make_learner(method: str, model: MLP | CNN, cfg: ExperimentConfig, n_classes
     if method not in LEARNERS:
         raise LocalSTDPError(f"unknown method {method!r}; expected one of {', '.join(LEARNERS)}")
     if cfg.model.kind == "cnn":
-        if not isinstance(model, CNN):  # a loop that builds the package MLP (--parallel, for now)
-            raise ConfigError("model.kind = 'cnn': this training path builds the MLP only; train the CNN without --parallel")
+        if not isinstance(model, CNN):  # a caller that built the package MLP for a CNN config
+            raise ConfigError("model.kind = 'cnn': this training path was handed the package MLP; build the model "
+                              "with localstdp.model.build_network(cfg.model, n_in, n_out, seed)")
         if method in PEERS:
             raise ConfigError(f"--rule {method}: the peer rules train the package MLP only; a model.kind = 'cnn' "
                               "config trains with local, backprop or backprop-mse")

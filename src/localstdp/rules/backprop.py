@@ -76,7 +76,9 @@ class Backprop:
         loss = self.loss_mean(self.model(x), y)
         loss.backward()
         self.optimizer.step()
-        self.model.keep_connectivity_()  # fixed first-layer connectivity (build_model's receptive_field)
+        keep = getattr(self.model, "keep_connectivity_", None)  # a user's own nn.Module has none
+        if keep is not None:
+            keep()  # fixed first-layer connectivity (build_model's receptive_field)
         return float(loss.detach())
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
