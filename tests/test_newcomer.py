@@ -251,6 +251,36 @@ def test_the_estimate_counts_weights_and_the_largest_batch():
     assert resources.available_bytes() is None or resources.available_bytes() > 0
 
 
+def test_the_cnn_estimate_counts_conv_layers_their_patches_and_the_evaluation_chunk():
+    """A CNN's estimate from its layers (built on the meta device), against a hand count: 8x8 digits, one conv
+    of 4 channels 3x3 padding 1 pooled by 2, dense 16, 10 classes."""
+    from localstdp.config import config_from_dict
+
+    cfg = config_from_dict({"data": {"name": "digits"}, "model": {
+        "kind": "cnn", "conv": [{"channels": 4, "kernel": 3, "padding": 1, "pool": 2}], "hidden": [16]},
+        "train": {"batch_size": 8}})
+    weights, activity = resources.estimate_cnn_bytes(cfg.model, 64, 10, 8, 1000)
+    params = (4 * 1 * 3 * 3 + 4) + (4 * 4 * 4 * 16 + 16) + (16 * 10 + 10)
+    assert weights == params * 4 * 4
+    # outputs per example: input 64, image 64, conv 256, sigmoid 256, pool 64, flatten 64, 16, 16, 10
+    sizes = [64, 64, 256, 256, 64, 64, 16, 16, 10]
+    train = 8 * (sum(sizes) * 3 + 1 * 9 * 64)  # + the unfolded patches: C_in k k x 8 x 8 positions
+    evaluate = 1000 * (256 + 256)  # no gradients: the largest two consecutive outputs, 1000 examples
+    assert activity == max(train, evaluate) * 4
+
+
+def test_a_cnn_that_cannot_fit_is_one_line_naming_its_conv_layers(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(resources, "available_bytes", lambda: 2**30)  # 1 GiB free
+    (tmp_path / "c.toml").write_text('[data]\nname = "digits"\n[model]\nkind = "cnn"\n'
+                                     'conv = [{channels = 100000, kernel = 3, padding = 1}]\nhidden = [8]\n'
+                                     '[train]\nepochs = 1\n')
+    code, _, err = cli(["train", "--config", tmp_path / "c.toml", "--out", tmp_path / "run", "--no-progress"], capsys)
+    assert code == 1
+    line = one_line(err)
+    assert "not enough memory: model.conv" in line and "but 1.0 GiB is available" in line
+    assert not (tmp_path / "run" / "config.toml").exists()
+
+
 def test_an_allocator_failure_is_one_line(tmp_path, monkeypatch, capsys):
     import localstdp.train
 

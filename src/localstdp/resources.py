@@ -45,21 +45,59 @@ def estimate_bytes(n_features: int, hidden: list[int], n_classes: int, batch_siz
     return params * FLOAT_BYTES * WEIGHT_COPIES, rows * sum(widths) * FLOAT_BYTES * ACTIVITY_COPIES
 
 
+def estimate_cnn_bytes(model_cfg, n_features: int, n_classes: int, batch_size: int,
+                       n_examples: int) -> tuple[int, int]:
+    """(weights, activity) bytes of a ``model.kind = "cnn"`` run, roughly (float32). The network is built
+    on torch's meta device (no memory) and one meta example is forwarded to read every layer's output
+    size. Activity is the larger of a training step (every layer's output, ACTIVITY_COPIES times, plus
+    each conv layer's unfolded input patches, C_in k k x output positions, which the conv updates
+    materialise) and an evaluation chunk of up to EVAL_BATCH examples (no gradients: two consecutive
+    layers' outputs alive at a time)."""
+    import torch
+    from torch import nn
+
+    from .model import CNN
+
+    sizes, patches = [int(n_features)], [0]
+
+    def hook(module, inputs, output):
+        sizes.append(output[0].numel())
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            patches[0] += module.in_channels * k * output[0, 0].numel()
+
+    with torch.device("meta"):
+        model = CNN(int(n_features), model_cfg.conv, model_cfg.hidden, int(n_classes))
+        handles = [m.register_forward_hook(hook) for m in model]
+        model(torch.empty(1, int(n_features)))
+    for h in handles:
+        h.remove()
+    params = sum(p.numel() for p in model.parameters())
+    train = int(batch_size) * (sum(sizes) * ACTIVITY_COPIES + patches[0])
+    evaluate = min(EVAL_BATCH, int(n_examples)) * max(a + b for a, b in zip(sizes[:-1], sizes[1:]))
+    return params * FLOAT_BYTES * WEIGHT_COPIES, max(train, evaluate) * FLOAT_BYTES
+
+
 def check_memory(cfg, n_features: int, n_classes: int, n_examples: int, available: int | None = None) -> None:
     """Raise :class:`ResourceError` (one line: the keys at fault, GiB asked for and available)
-    when ``cfg`` cannot fit; ``available`` defaults to :func:`available_bytes` (None: no check)."""
+    when ``cfg`` cannot fit; ``available`` defaults to :func:`available_bytes` (None: no check).
+    A CNN (``model.kind = "cnn"``) is measured by :func:`estimate_cnn_bytes`, its conv layers included."""
     if available is None:
         available = available_bytes()
     if available is None:
         return
-    weights, activity = estimate_bytes(n_features, cfg.model.hidden, n_classes, cfg.train.batch_size, n_examples)
+    cnn = getattr(cfg.model, "kind", "mlp") == "cnn"
+    if cnn:
+        weights, activity = estimate_cnn_bytes(cfg.model, n_features, n_classes, cfg.train.batch_size, n_examples)
+    else:
+        weights, activity = estimate_bytes(n_features, cfg.model.hidden, n_classes, cfg.train.batch_size, n_examples)
     if weights + activity <= available:
         return
     keys = []
     if weights > available / 2 or weights >= activity:
-        keys.append(f"model.hidden = {list(cfg.model.hidden)}")
+        keys.append("model.conv and model.hidden" if cnn else f"model.hidden = {list(cfg.model.hidden)}")
     if activity > available / 2 or activity > weights:
-        keys.append(f"train.batch_size = {cfg.train.batch_size}")
+        keys.append(("model.conv and " if cnn and not keys else "") + f"train.batch_size = {cfg.train.batch_size}")
     raise ResourceError(
         f"not enough memory: {' and '.join(keys)} ask for about {(weights + activity) / GIB:.1f} GiB "
         f"({weights / GIB:.1f} GiB of weights and training state, {activity / GIB:.1f} GiB of batch activity, "
