@@ -18,6 +18,7 @@ from localstdp.rules.functional import (
     local_conv_update,
     local_conv_update_reference,
     pooled_conv_target,
+    pooled_conv_update,
     softhebb_conv_update,
 )
 
@@ -70,6 +71,65 @@ def test_pooled_target_is_the_delta_rule_of_the_channel_mean():
     torch.testing.assert_close(dW.flatten(1), 0.5 * e.T @ cols / 4, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(db, 0.5 * e.mean(0), rtol=1e-12, atol=1e-14)
     assert torch.all(dW[2] == 0)
+
+
+@pytest.mark.parametrize("stride,padding,dilation,center,reduction", [
+    (1, 0, 1, False, "mean"), (2, 1, 1, True, "mean"), (1, 2, 2, True, "sum"), ((2, 1), (1, 0), (1, 2), False, "mean"),
+])
+def test_pooled_closed_form_equals_the_unfolded_update(stride, padding, dilation, center, reduction):
+    """The opt-in closed form (exact_updates = False) against the unfold form, every geometry, the covariance
+    rule's bias term and an untaught channel; float64, so equal to rounding."""
+    g = torch.Generator().manual_seed(11)
+    pre = torch.rand(3, 2, 9, 8, generator=g, dtype=DT)
+    w = torch.randn(4, 2, 3, 2, generator=g, dtype=DT)
+    post = torch.sigmoid(torch.nn.functional.conv2d(pre, w, stride=stride, padding=padding, dilation=dilation))
+    d = torch.where(torch.rand(3, 4, generator=g, dtype=DT) < 0.5, 0.99, 0.01)
+    d[:, 1] = float("nan")  # untaught (pairs codes)
+    m = torch.tensor([0.3, 0.6], dtype=DT) if center else None
+    p = RuleParams(eta=0.7)
+    args = ((3, 2), stride, padding, dilation, reduction)
+    ref_W, ref_b = local_conv_update(pre, post, pooled_conv_target(post, d), p, *args, pre_mean=m)
+    dW, db = pooled_conv_update(pre, post, d, p, *args, pre_mean=m)
+    torch.testing.assert_close(dW, ref_W, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(db, ref_b, rtol=1e-12, atol=1e-14)
+    assert torch.all(dW[1] == 0) and dW.abs().sum() > 0
+    with pytest.raises(ValueError, match="rate mode with theta = 0"):
+        pooled_conv_update(pre, post, d, RuleParams(eta=0.7, theta=0.2), *args)
+
+
+def test_local_learner_takes_the_closed_form_for_pooled_rate_conv_layers(monkeypatch):
+    """Pooled teaching in rate mode (theta 0): both conv layers go through pooled_conv_update, whose result
+    equals the unfold form of the same rule (local_conv_update on pooled targets) within rounding; with
+    theta > 0 (no closed form) the unfold form runs."""
+    import localstdp.rules.layerwise as layerwise
+
+    calls = []
+    monkeypatch.setattr(layerwise, "pooled_conv_update", lambda *a, **k: calls.append(1) or pooled_conv_update(*a, **k))
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.rand(6, 1, 8, 8, generator=g, dtype=DT), torch.randint(0, 5, (6,), generator=g)
+    learner = LocalLearner(_cnn(), 5, lr=0.3, center=0.9)
+    ups = learner.updates(x, y)
+    assert len(calls) == 2
+    ref = LocalLearner(_cnn(), 5, lr=0.3, center=0.9)
+    acts = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, k=k: acts.__setitem__(k, (i[0], o))) for k, m in
+             enumerate(ref.model) if isinstance(m, nn.Sigmoid) or isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        ref.model(x)
+    for h in hooks:
+        h.remove()
+    for l, (conv_i, sig_i) in enumerate([(0, 1), (3, 4)]):
+        pre, post = acts[conv_i][0], acts[sig_i][1]
+        m = ref.pre_mean(l, pre)
+        p = RuleParams(eta=0.3 * ref.conv.lr_scale, center=0.9)
+        layer = ref.model[conv_i]
+        want = local_conv_update(pre, post, pooled_conv_target(post, ref.targets(l, y)), p, layer.kernel_size,
+                                 layer.stride, layer.padding, pre_mean=m)
+        torch.testing.assert_close(ups[l][0], want[0], rtol=1e-10, atol=1e-13)
+        torch.testing.assert_close(ups[l][1], want[1], rtol=1e-10, atol=1e-13)
+    calls.clear()
+    LocalLearner(_cnn(), 5, lr=0.3, theta=0.2).updates(x, y)
+    assert not calls
 
 
 def test_softhebb_matches_a_position_loop():

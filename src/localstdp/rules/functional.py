@@ -207,6 +207,57 @@ def pooled_conv_target(post: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return post + (e / (post.shape[2] * post.shape[3]))[:, :, None, None]
 
 
+def pooled_conv_update(
+    pre: torch.Tensor,
+    post: torch.Tensor,
+    target: torch.Tensor,
+    p: RuleParams,
+    kernel_size: tuple[int, int],
+    stride=1,
+    padding=0,
+    dilation=1,
+    reduction: str = "mean",
+    pre_mean: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`local_conv_update` of ``pooled_conv_target(post, target)`` in rate mode with theta 0, in
+    closed form: the error e / P is the same at every position, so
+
+        dW[o, c, u, v] = eta <e_o (S_b[c, u, v] / P - m_c)>,   db_o = eta <e_o> - sum_(c,u,v) dW[o, c, u, v] m_c
+
+    with S_b[c, u, v] the sum over the P output positions of the input pixel that kernel offset (u, v)
+    reads (padding reads 0), one small box-sum convolution instead of the unfolded patches
+    (batch x P x C_in k k) and their GEMM. Equal to the unfold form within float rounding, not bit for
+    bit (tests/test_learner.py). What LocalLearner runs for a conv layer taught "pooled" in rate mode
+    with theta 0 (every shipped CNN config); the unfold form stays the reference."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if p.mode != "rate" or p.theta > 0:
+        raise ValueError("the pooled closed form holds in rate mode with theta = 0 only")
+    B, C, H, W = pre.shape
+    _, C_out, Ho, Wo = post.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (_pair(v) for v in (kernel_size, stride, padding, dilation))
+    P = Ho * Wo
+    mean = post.mean((2, 3))
+    e = torch.where(torch.isnan(target), torch.zeros_like(mean), target - mean)  # (B, C_out)
+    xp = F.pad(pre, (pw, pw, ph, ph)).reshape(B * C, 1, H + 2 * ph, W + 2 * pw)
+    ones = torch.ones(1, 1, Ho, Wo, dtype=pre.dtype, device=pre.device)
+    S = F.conv2d(xp, ones, stride=(dh, dw), dilation=(sh, sw))[:, :, :kh, :kw].reshape(B, C * kh * kw)
+    x = S / P
+    m = None if pre_mean is None else pre_mean.repeat_interleave(kh * kw)
+    if m is not None:
+        x = x - m
+    scale = p.eta / B if reduction == "mean" else p.eta
+    dW = (e.T @ x) * scale
+    db = e.sum(0) * scale
+    if m is not None:
+        db = db - dW @ m
+    return dW.view(C_out, C, kh, kw), db
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
 def softhebb_conv_update(
     pre: torch.Tensor, weight: torch.Tensor, eta: float, tau: float, stride=1, padding=0, dilation=1
 ) -> torch.Tensor:

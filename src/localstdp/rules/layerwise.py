@@ -24,6 +24,7 @@ from .functional import (
     local_conv_update,
     local_update,
     pooled_conv_target,
+    pooled_conv_update,
     softhebb_conv_update,
 )
 from .fused import apply_local_update_
@@ -71,7 +72,8 @@ class LayerwiseRule:
         self._absent: tuple[torch.Tensor, torch.Tensor] | None = None  # (a mask, 1 - mask)
         # rules/fused.py: False makes the covariance rule and fixed connectivity use the fused form
         # (no weight-sized buffer; equal within float rounding, not bit for bit). Every shipped
-        # config runs the exact form (tests/test_mlp_unchanged.py).
+        # MLP config runs the exact form (tests/test_mlp_unchanged.py). (A conv layer taught "pooled"
+        # in rate mode always takes functional.pooled_conv_update's closed form.)
         self.exact_updates = True
 
     def set_lr_factor(self, factor: float) -> None:
@@ -149,6 +151,9 @@ class LayerwiseRule:
             dW = softhebb_conv_update(pre, layer.weight, p.eta, c.tau, layer.stride, conv_padding(layer), layer.dilation)
             return (dW * pre.shape[0] if reduction == "sum" else dW), zero_b
         target = self.targets(l, y)  # (batch, channels), NaN where untaught
+        if c.teaching == "pooled" and p.mode == "rate" and p.theta <= 0:  # closed form, no unfolded patches
+            return pooled_conv_update(pre, post, target, p, layer.kernel_size, layer.stride, conv_padding(layer),
+                                      layer.dilation, reduction, pre_mean=self.pre_mean(l, pre))
         if c.teaching == "pooled":
             target = pooled_conv_target(post, target)
         else:  # "position": the channel's target at every position
