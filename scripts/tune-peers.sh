@@ -14,7 +14,7 @@
 # src/localstdp/configs/<task>.toml.
 # Usage: OMP_NUM_THREADS=1 scripts/tune-peers.sh [TASK ...]   (TASK: iris mnist-0v1 mnist-3v5 mnist-4v9
 #        mnist-10 fashion-mnist; measured on one core: a paper task ~3 min, mnist-10 ~6 min,
-#        fashion-mnist a few hours: neither fa nor ff had finished its 3 runs after 17 CPU-minutes;
+#        fashion-mnist ~27 min per rule (fa 1607 s, dfa 1682 s, two at a time on the 2 cores);
 #        run two rules at a time with RULES=..., one per core)
 set -euo pipefail
 cd "$(dirname "$0")/.."
