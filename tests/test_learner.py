@@ -77,7 +77,7 @@ def test_pooled_target_is_the_delta_rule_of_the_channel_mean():
     (1, 0, 1, False, "mean"), (2, 1, 1, True, "mean"), (1, 2, 2, True, "sum"), ((2, 1), (1, 0), (1, 2), False, "mean"),
 ])
 def test_pooled_closed_form_equals_the_unfolded_update(stride, padding, dilation, center, reduction):
-    """The opt-in closed form (exact_updates = False) against the unfold form, every geometry, the covariance
+    """The closed form (what LocalLearner runs for pooled rate-mode conv layers) against the unfold form, every geometry, the covariance
     rule's bias term and an untaught channel; float64, so equal to rounding."""
     g = torch.Generator().manual_seed(11)
     pre = torch.rand(3, 2, 9, 8, generator=g, dtype=DT)

@@ -86,7 +86,7 @@ def check_memory(cfg, n_features: int, n_classes: int, n_examples: int, availabl
         available = available_bytes()
     if available is None:
         return
-    cnn = getattr(cfg.model, "kind", "mlp") == "cnn"
+    cnn = cfg.model.kind == "cnn"
     if cnn:
         weights, activity = estimate_cnn_bytes(cfg.model, n_features, n_classes, cfg.train.batch_size, n_examples)
     else:

@@ -90,8 +90,7 @@ def local_update(
     Returns:
         (dW, db) with shapes (n_out, n_in) and (n_out,), already multiplied by eta.
     """
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    _check_reduction(reduction)
     if pre.ndim != 2 or post.ndim != 2 or pre.shape[0] != post.shape[0] or target.shape != post.shape:
         raise ValueError(f"shape mismatch: pre {tuple(pre.shape)}, post {tuple(post.shape)}, target {tuple(target.shape)}")
     err = target - post
@@ -179,8 +178,7 @@ def local_conv_update(
     Returns:
         (dW, db) with shapes (C_out, C_in, kh, kw) and (C_out,), already multiplied by eta.
     """
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    _check_reduction(reduction)
     if pre.ndim != 4 or post.ndim != 4 or pre.shape[0] != post.shape[0] or target.shape != post.shape:
         raise ValueError(f"shape mismatch: pre {tuple(pre.shape)}, post {tuple(post.shape)}, target {tuple(target.shape)}")
     kh, kw = kernel_size
@@ -229,8 +227,7 @@ def pooled_conv_update(
     (batch x P x C_in k k) and their GEMM. Equal to the unfold form within float rounding, not bit for
     bit (tests/test_learner.py). What LocalLearner runs for a conv layer taught "pooled" in rate mode
     with theta 0 (every shipped CNN config); the unfold form stays the reference."""
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    _check_reduction(reduction)
     if p.mode != "rate" or p.theta > 0:
         raise ValueError("the pooled closed form holds in rate mode with theta = 0 only")
     B, C, H, W = pre.shape
@@ -243,15 +240,18 @@ def pooled_conv_update(
     ones = torch.ones(1, 1, Ho, Wo, dtype=pre.dtype, device=pre.device)
     S = F.conv2d(xp, ones, stride=(dh, dw), dilation=(sh, sw))[:, :, :kh, :kw].reshape(B, C * kh * kw)
     x = S / P
-    m = None if pre_mean is None else pre_mean.repeat_interleave(kh * kw)
-    if m is not None:
-        x = x - m
     scale = p.eta / B if reduction == "mean" else p.eta
-    dW = (e.T @ x) * scale
-    db = e.sum(0) * scale
-    if m is not None:
-        db = db - dW @ m
-    return dW.view(C_out, C, kh, kw), db
+    if pre_mean is None:
+        dW = (e.T @ x) * scale
+        return dW.view(C_out, C, kh, kw), e.sum(0) * scale
+    m = pre_mean.repeat_interleave(kh * kw)
+    dW = (e.T @ (x - m)) * scale
+    return dW.view(C_out, C, kh, kw), e.sum(0) * scale - dW @ m
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
 
 
 def _pair(v) -> tuple[int, int]:
