@@ -15,7 +15,7 @@
 # Usage: OMP_NUM_THREADS=1 scripts/tune-peers.sh [TASK ...]   (TASK: iris mnist-0v1 mnist-3v5 mnist-4v9
 #        mnist-10 fashion-mnist; measured on one core: a paper task ~3 min, mnist-10 ~6 min,
 #        fashion-mnist 22-28 min per rule (fa 1607 s, dfa 1682 s, drtp 1333 s, pepita 1526 s, two at a
-#        time on the 2 cores; ff not measured);
+#        time on the 2 cores), ff 60 min (3584 s);
 #        run two rules at a time with RULES=..., one per core)
 set -euo pipefail
 cd "$(dirname "$0")/.."
