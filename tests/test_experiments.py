@@ -181,6 +181,83 @@ def test_resume_reuses_finished_units_and_gives_the_same_results(tmp_path):
         E.run_grid({"iris-1v2": other}, s, out=tmp_path, resume=True)
 
 
+def test_a_stopped_unit_keeps_its_finished_parts_and_resume_gives_the_same_results(tmp_path, monkeypatch):
+    # a panel unit is one part per method, each written as it finishes: stopped in its third model,
+    # the run keeps the two before it, and the resumed run trains only the rest, with the same numbers
+    from localstdp import units
+
+    cfg = tiny_cfg("iris-1v2", "frontier.local_weight_decay=[]", "frontier.local_epochs=[]",
+                   "frontier.local_lr=[]", "frontier.backprop_weight_decay=[0.0]", "backprop.lr=1e-4")
+    s = tiny(seeds=1, methods=("local", "backprop", "backprop-wd", "fa"))
+    full = E.run_grid({"iris-1v2": cfg}, s)  # no out: the parts live in a temporary directory
+    assert len(full["matched"]) >= 1  # backprop at a tiny rate: the matched comparison is in a part
+    trained = []
+    real = units.train_method
+
+    def stop_at_third(cfg, method, *a, **kw):
+        if len(trained) == 2:
+            raise KeyboardInterrupt
+        trained.append(method)
+        return real(cfg, method, *a, **kw)
+
+    monkeypatch.setattr(units, "train_method", stop_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        E.run_grid({"iris-1v2": cfg}, s, out=tmp_path)
+    unit = tmp_path / "units" / "iris-1v2" / "panel-seed0"
+    assert not unit.with_suffix(".json").exists()
+    kept = sorted(p.parent.name for p in unit.glob("*/part.safetensors"))
+    assert kept == sorted(trained) and trained[0] == "local"  # the local rule's part comes first
+    trained.clear()
+    monkeypatch.setattr(units, "train_method", lambda cfg, method, *a, **kw: trained.append(method) or real(
+        cfg, method, *a, **kw))
+    again = E.run_grid({"iris-1v2": cfg}, s, out=tmp_path, resume=True)
+    assert sorted(trained) == sorted(set(s.methods) - set(kept))
+    assert again["settings"]["parts_resumed"] == 2 and again["settings"]["units_resumed"] == 0
+    assert _numbers(again) == _numbers(full) and again["matched"] == full["matched"]
+    assert again["comparisons"] == full["comparisons"]
+    # the unit is written and its parts' attack data removed; every model stays readable
+    assert unit.with_suffix(".json").exists() and not list(unit.glob("*/part.safetensors"))
+    assert sorted(p.parent.name for p in unit.glob("*/model.safetensors")) == sorted(s.methods)
+    # a part made by other settings is refused, not mixed in
+    E.run_grid({"iris-1v2": cfg}, s, out=tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        monkeypatch.setattr(units, "train_method", stop_at_third)
+        trained.clear()
+        E.run_grid({"iris-1v2": cfg}, s, out=tmp_path / "b")
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=0.3))
+    with pytest.raises(LocalSTDPError, match="other settings"):
+        E.run_grid({"iris-1v2": other}, s, out=tmp_path / "b", resume=True)
+
+
+def test_two_jobs_give_the_numbers_of_one(tmp_path):
+    # steps run in two worker processes, the largest ready first, each reading the local rule's part
+    cfg = tiny_cfg("iris-1v2", "frontier.local_weight_decay=[]", "frontier.local_epochs=[]",
+                   "frontier.local_lr=[]", "frontier.backprop_weight_decay=[0.0, 0.1]", "backprop.lr=1e-4")
+    s = tiny(seeds=2, methods=("local", "backprop", "ff"))
+    one = E.run_grid({"iris-1v2": cfg}, s, out=tmp_path / "one")
+    two = E.run_grid({"iris-1v2": cfg}, s, out=tmp_path / "two", jobs=2)
+    assert _numbers(two) == _numbers(one) and two["matched"] == one["matched"]
+    assert two["frontier"] == one["frontier"] and two["comparisons"] == one["comparisons"]
+
+
+def test_cost_model_orders_the_steps_largest_first():
+    # ff scores every label with its own pass (and trains on two): its step costs the most of a seed
+    from localstdp.data import load_dataset
+
+    cfg = E.task_config("mnist-3v5")
+    ds = load_dataset(cfg.data)
+    s = E.GridSettings(seeds=1, methods=("local", "backprop", "ff"), n_attack=500)
+    flops = E.forward_flops(cfg, ds)
+    widths = [ds.n_features, *cfg.model.hidden, ds.n_classes]
+    assert flops == pytest.approx(2 * sum(a * b for a, b in zip(widths, widths[1:])), rel=0.01)
+    c = {m: E.step_cost(cfg, ds, s, m, 8, flops) for m in s.methods}
+    n_eval = len(ds.y_train) + len(ds.y_val) + len(ds.y_test)
+    attack = min(500, len(ds.y_test)) * 8 * E.ATTACK_PASSES
+    assert c["backprop"] == pytest.approx(flops * (cfg.train.epochs * (len(ds.y_train) * 3 + n_eval) + attack))
+    assert c["ff"] > c["backprop"]
+    assert E.step_cost(cfg, ds, s, "backprop", 2, flops) < c["backprop"]
+
+
 def _pt(clean, rob, c_half=0.01, r_half=0.01):
     return {"clean": {"mean": clean, "ci95": [clean - c_half, clean + c_half]},
             "worst": {"0.1": {"mean": rob, "ci95": [rob - r_half, rob + r_half]}}}

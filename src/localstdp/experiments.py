@@ -15,8 +15,10 @@ rule.weight_decay), one at a time from the task's settings, ``frontier_seeds`` s
 at ``frontier_eps``. Statistics and verdicts: localstdp.analysis.
 
 Every finished unit (a task's seed of the panel, or one frontier point and seed) is written to
-``OUT/units/`` as it completes; ``resume`` reuses the units made with the same settings and code
-version, so an interrupted run loses at most the unit in progress.
+``OUT/units/`` as it completes, and so is every part of a panel unit (one method of one seed,
+trained and attacked: localstdp.units); ``resume`` reuses the units and parts made with the same
+settings and code version, so an interrupted run loses at most the steps in progress (one model
+each).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import __version__
-from .checkpoint import atomic_write_text, save_checkpoint
+from .checkpoint import atomic_write_text
 from .config import ExperimentConfig, load_config
 from .data import Dataset, load_dataset
 from .errors import ConfigError, LocalSTDPError
@@ -43,16 +45,21 @@ from .registry import DEFAULT_METHODS, SUITES, TASKS
 from .robustness import (
     AttackSettings,
 )
-from .train import MODEL
 from .units import (  # noqa: F401
+    PART,
+    assemble_panel,
     attack_indices,
     from_panel,
     frontier_points,
     frontier_row_from_panel,
     frontier_unit,
+    load_part,
     pack,
+    panel_method,
     panel_unit,
+    part_fingerprint,
     point_name,
+    save_part,
     unpack,
 )
 
@@ -176,19 +183,94 @@ def _frontier_rows(cfgs: Mapping[str, ExperimentConfig], settings: GridSettings,
     return out
 
 
-def run_unit(kind: str, task: str, cfg: ExperimentConfig, ds: Dataset, arg, settings: GridSettings,
-             say: Callable[[str], None] = lambda s: None) -> dict:
-    if kind == "panel":
-        return panel_unit(task, cfg, ds, arg, settings, say)
-    point, seed = arg
-    return frontier_unit(task, cfg, ds, point, seed, settings, say)
+# ---------------------------------------------------------------------------------------------
+# steps: what a worker runs. A panel unit is one part per method (the local rule's first: every
+# other part's matched comparison reads it) and an assembly; a frontier unit is one step.
+
+# The cost model (the progress bar's ETA and the order steps are handed out in, largest first):
+# a step costs (one example's forward FLOPs) x (forward-pass equivalents). Training an example is
+# ~3 passes (forward and backward); every epoch also scores the train, validation and test
+# splits. The suite at one eps costs ~180 passes per attacked example (measured: mnist-10's
+# 1024-64 network, 500 examples, one thread: 43 s at one eps, 4.9 s an epoch). Forward-Forward
+# scores every label with its own pass, and trains on a positive and a negative pass.
+TRAIN_PASSES = 3
+ATTACK_PASSES = 180
+
+
+@dataclass(frozen=True)
+class _Step:
+    key: str  # "<task>/panel-seed<s>/<method>" for a part; the unit's name for a frontier unit
+    unit: str
+    task: str
+    kind: str  # "part" or "frontier"
+    arg: object  # (seed, method) for a part, (point, seed) for a frontier unit
+    needs: str | None  # the key of the step it reads (a part: its seed's local part)
+    cost: float
+
+
+def forward_flops(cfg: ExperimentConfig, ds: Dataset) -> float:
+    """FLOPs of one example's forward through the task's network (torch's FLOP counter)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .model import build_network
+
+    net = build_network(cfg.model, ds.n_features, ds.n_classes, 0)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(ds.x_test[:1].float())
+    return float(max(counter.get_total_flops(), 1))
+
+
+def step_cost(cfg: ExperimentConfig, ds: Dataset, settings: GridSettings, method: str, n_eps: int,
+              flops: float, epochs: int | None = None) -> float:
+    """The cost model above for one model: train ``method`` and attack it at ``n_eps`` eps."""
+    mcfg = method_config(cfg, method).with_overrides(epochs=epochs if epochs is not None else settings.epochs)
+    ff = PANEL[method].learner == "ff"
+    k = ds.n_classes if ff else 1
+    n_train, n_eval = len(ds.y_train), len(ds.y_train) + len(ds.y_val) + len(ds.y_test)
+    n_attack = min(settings.n_attack or len(ds.y_test), len(ds.y_test))
+    train_passes = mcfg.train.epochs * (n_train * TRAIN_PASSES * (2 if ff else 1) + n_eval * k)
+    return flops * (train_passes + n_attack * n_eps * ATTACK_PASSES * k)
+
+
+def _steps(plan, cfgs, settings, data) -> list[_Step]:
+    steps = []
+    for name, t, kind, arg in plan:
+        flops = forward_flops(cfgs[t], data[t])
+        if kind == "panel":
+            order = ["local"] + [m for m in settings.methods if m != "local"]
+            steps += [_Step(f"{name}/{m}", name, t, "part", (arg, m), None if m == "local" else f"{name}/local",
+                            step_cost(cfgs[t], data[t], settings, m, len(settings.attacks.eps), flops))
+                      for m in order]
+        else:
+            point, seed = arg
+            epochs = None if point["knob"] == "train.epochs" else settings.epochs
+            cfg = method_config(cfgs[t], point["method"]).with_sets(point["overrides"])
+            steps.append(_Step(name, name, t, "frontier", arg, None,
+                               step_cost(cfg, data[t], settings, point["method"], len(settings.frontier_eps), flops,
+                                         epochs)))
+    return steps
+
+
+def run_step(step: _Step, cfg: ExperimentConfig, ds: Dataset, settings: GridSettings, unit_dir: Path,
+             fingerprint: str, say: Callable[[str], None] = lambda s: None) -> dict | None:
+    """Run one step: a frontier unit returns its record; a part is written to its method's
+    directory (read back by the assembly) and returns None."""
+    if step.kind == "frontier":
+        point, seed = step.arg
+        return frontier_unit(step.task, cfg, ds, point, seed, settings, say)
+    seed, method = step.arg
+    local = None if method == "local" else load_part(unit_dir / step.unit / "local")
+    part = panel_method(step.task, cfg, ds, seed, method, settings, local, say)
+    save_part(unit_dir / step.unit / method, method, part, fingerprint)
+    return None
 
 
 _WORKER: dict = {}
 
 
 def _worker_init(datasets: dict, queue) -> None:
-    """A unit worker: one thread (the workers share the cores), ART quiet, Ctrl-C left to the parent."""
+    """A step worker: one thread (the workers share the cores), ART quiet, Ctrl-C left to the parent."""
     import signal
 
     import torch
@@ -199,11 +281,11 @@ def _worker_init(datasets: dict, queue) -> None:
     _WORKER.update(data=dict(datasets), queue=queue)
 
 
-def _worker_run(kind: str, task: str, cfg: ExperimentConfig, arg, settings: GridSettings) -> dict:
+def _worker_run(step: _Step, cfg: ExperimentConfig, settings: GridSettings, unit_dir: Path, fingerprint: str):
     data = _WORKER["data"]
-    if task not in data:
-        data[task] = load_dataset(cfg.data)
-    return run_unit(kind, task, cfg, data[task], arg, settings, _WORKER["queue"].put)
+    if step.task not in data:
+        data[step.task] = load_dataset(cfg.data)
+    return run_step(step, cfg, data[step.task], settings, unit_dir, fingerprint, _WORKER["queue"].put)
 
 
 def run_grid(tasks: Sequence[str] | Mapping[str, ExperimentConfig], settings: GridSettings = GridSettings(),
@@ -212,24 +294,39 @@ def run_grid(tasks: Sequence[str] | Mapping[str, ExperimentConfig], settings: Gr
     """Run every unit; returns the results dict written to results.json (see localstdp.analysis).
 
     ``tasks`` is a list of registered task names, or a mapping name -> config (tests use tiny ones).
-    With ``out``, each finished unit is written to ``out/units/<task>/<unit>.json``; ``resume``
-    loads those made with the same fingerprint and refuses others. ``jobs`` > 1 runs units in that
-    many worker processes of one thread each (numbers equal a one-thread run, not always bit for bit
-    a multi-thread one).
+    With ``out``, each finished unit is written to ``out/units/<task>/<unit>.json`` and each panel
+    method's model (and, until its unit is assembled, its part) to ``out/units/<task>/<unit>/<method>/``;
+    ``resume`` reuses the units and parts made with the same fingerprint and refuses others. Without
+    ``out`` the parts live in a temporary directory. ``jobs`` > 1 runs steps in that many worker
+    processes of one thread each, the largest ready step first (numbers equal a one-thread run, not
+    always bit for bit a multi-thread one).
     """
+    import tempfile
+
     from .analysis import summarise
 
     if jobs < 1:
         raise ConfigError(f"jobs = {jobs!r}: expected an integer >= 1")
     cfgs = dict(tasks) if isinstance(tasks, Mapping) else {t: task_config(t) for t in tasks}
     plan = [u for t, c in cfgs.items() for u in _units(t, c, settings)]
-    unit_dir = Path(out) / UNITS if out is not None else None
-    if unit_dir is not None and unit_dir.exists() and not resume:
+    scratch = tempfile.TemporaryDirectory(prefix="localstdp-units-") if out is None else None
+    unit_dir = Path(out) / UNITS if out is not None else Path(scratch.name)
+    try:
+        return _run_grid(cfgs, plan, settings, progress, datasets, unit_dir, resume and out is not None, jobs,
+                         summarise)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+
+
+def _run_grid(cfgs, plan, settings, progress, datasets, unit_dir: Path, resume: bool, jobs: int, summarise) -> dict:
+    if unit_dir.exists() and not resume:
         for old in unit_dir.glob("*/*"):  # a fresh run: units of an earlier run must not mix with this one
             shutil.rmtree(old) if old.is_dir() else old.unlink()
     prints = {t: fingerprint(t, c, settings) for t, c in cfgs.items()}
+    stale = ("reproduce with the same command to resume, or into a new --out")
     done: dict[str, dict] = {}
-    if resume and unit_dir is not None:
+    if resume:
         for name, t, _, _ in plan:
             path = unit_dir / f"{name}.json"
             if path.exists():
@@ -238,49 +335,76 @@ def run_grid(tasks: Sequence[str] | Mapping[str, ExperimentConfig], settings: Gr
                 except (OSError, json.JSONDecodeError):
                     continue  # a damaged unit is run again
                 if rec.get("fingerprint") != prints[t]:
-                    raise LocalSTDPError(f"{path} was made by other settings, config or code version; resume with "
-                                         "the same command or reproduce into a new --out")
+                    raise LocalSTDPError(f"{path} was made by other settings, config or code version; {stale}")
                 done[name] = rec
-    # the bar counts work, not units: a panel seed attacks every method at every eps, a frontier
-    # point one model at the frontier eps, so its ETA is honest across the two kinds
-    cost = {name: (len(settings.methods) * len(settings.attacks.eps) if kind == "panel" else len(settings.frontier_eps))
-            for name, _, kind, _ in plan}
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=sum(cost.values()), initial=sum(cost[n] for n in done), desc=f"reproduce {len(done)}/"
-                   f"{len(plan)} units", unit="attack", dynamic_ncols=True,
+        bar = tqdm(total=0, desc=f"reproduce {len(done)}/{len(plan)} units", unit="", dynamic_ncols=True,
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
     say = (lambda s: bar.set_postfix_str(s, refresh=True)) if bar is not None else (lambda s: log.info("%s", s))
     t0 = time.perf_counter()
     results: dict[str, dict] = dict(done)
+    data: dict[str, Dataset] = dict(datasets or {})
+    for t in dict.fromkeys(t for name, t, _, _ in plan if name not in done):
+        if t not in data:
+            say(f"{t}: load data")
+            data[t] = load_dataset(cfgs[t].data)
+    steps = _steps([u for u in plan if u[0] not in done], cfgs, settings, data)
+    finished: set[str] = set()
+    if resume:
+        for st in steps:
+            if st.kind == "part":
+                fp = part_fingerprint(unit_dir / st.key)
+                if fp is not None and fp != prints[st.task]:
+                    raise LocalSTDPError(f"{unit_dir / st.key} was made by other settings, config or code "
+                                         f"version; {stale}")
+                if fp is not None:
+                    finished.add(st.key)
+    parts_resumed = len(finished)
+    if bar is not None:
+        bar.total = sum(st.cost for st in steps) / 1e9
+        bar.update(sum(st.cost for st in steps if st.key in finished) / 1e9)
 
     def finish(name: str, task: str, rec: dict) -> None:
-        models = rec.pop("models", {})
         rec = rec | {"fingerprint": prints[task], "unit": name}
-        if unit_dir is not None:
-            (unit_dir / task).mkdir(parents=True, exist_ok=True)
-            for method, (tensors, meta) in models.items():  # each model before the record that lists it
-                (unit_dir / name / method).mkdir(parents=True, exist_ok=True)
-                save_checkpoint(unit_dir / name / method / MODEL, tensors, meta)
-            atomic_write_text(unit_dir / f"{name}.json", json.dumps(rec) + "\n")
+        (unit_dir / task).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(unit_dir / f"{name}.json", json.dumps(rec) + "\n")
         results[name] = rec
         if bar is not None:
             bar.set_description_str(f"reproduce {len(results)}/{len(plan)} units", refresh=False)
-            bar.update(cost[name])
 
-    todo = [u for u in plan if u[0] not in done]
-    try:
-        if jobs == 1 or len(todo) <= 1:
-            data: dict[str, Dataset] = dict(datasets or {})
-            for name, t, kind, arg in todo:
-                if t not in data:
-                    say(f"{t}: load data")
-                    data[t] = load_dataset(cfgs[t].data)
-                finish(name, t, run_unit(kind, t, cfgs[t], data[t], arg, settings, say))
+    def assemble_if_ready(name: str, task: str, seed: int) -> None:
+        if name in results or any(f"{name}/{m}" not in finished for m in settings.methods):
+            return
+        say(f"{name}: transfer, worst case, checks")
+        parts = {m: load_part(unit_dir / name / m) for m in settings.methods}
+        finish(name, task, assemble_panel(task, data[task], seed, settings, parts))
+        for m in settings.methods:  # the unit is written: its parts' attack data is no longer needed
+            (unit_dir / name / m / PART).unlink(missing_ok=True)
+
+    def complete(st: _Step, rec: dict | None) -> None:
+        if st.kind == "frontier":
+            finish(st.unit, st.task, rec)
         else:
-            _run_parallel(todo, cfgs, settings, datasets or {}, jobs, say, finish)
+            finished.add(st.key)
+            assemble_if_ready(st.unit, st.task, st.arg[0])
+        if bar is not None:
+            bar.update(st.cost / 1e9)
+
+    for st in steps:  # units whose every part was kept
+        if st.kind == "part" and st.key in finished:
+            assemble_if_ready(st.unit, st.task, st.arg[0])
+    pending = sorted((st for st in steps if st.key not in finished), key=lambda st: -st.cost)  # stable
+    try:
+        if jobs == 1 or len(pending) <= 1:
+            while pending:
+                st = next(st for st in pending if st.needs is None or st.needs in finished)
+                pending.remove(st)
+                complete(st, run_step(st, cfgs[st.task], data[st.task], settings, unit_dir, prints[st.task], say))
+        else:
+            _run_parallel(pending, finished, cfgs, settings, datasets or {}, jobs, unit_dir, prints, say, complete)
     finally:
         if bar is not None:
             bar.close()
@@ -297,14 +421,16 @@ def run_grid(tasks: Sequence[str] | Mapping[str, ExperimentConfig], settings: Gr
                       "frontier": dataclasses.asdict(c.frontier)} for t, c in cfgs.items()},
         "n_attack_cap": settings.n_attack, "match_tol": settings.match_tol, "headline_eps": HEADLINE_EPS,
         "certify": settings.certify, "n_boot": settings.n_boot, "attacks": dataclasses.asdict(settings.attacks),
-        "version": code_version(), "jobs": jobs, "units_resumed": len(done), "wall_seconds": time.perf_counter() - t0,
+        "version": code_version(), "jobs": jobs, "units_resumed": len(done), "parts_resumed": parts_resumed,
+        "wall_seconds": time.perf_counter() - t0,
     }
     return summarise({"settings": settings_out, "rows": rows, "matched": matched, "frontier_rows": frontier})
 
 
-def _run_parallel(todo, cfgs, settings, datasets, jobs, say, finish) -> None:
-    """Units in ``jobs`` worker processes; each finished unit is handed to ``finish`` at once, and
-    the workers' status lines reach ``say``. Ctrl-C stops the workers (finished units stay written)."""
+def _run_parallel(pending, finished, cfgs, settings, datasets, jobs, unit_dir, prints, say, complete) -> None:
+    """Steps in ``jobs`` worker processes, the largest ready step whenever a worker is free; each
+    finished step is handed to ``complete`` at once, and the workers' status lines reach ``say``.
+    Ctrl-C stops the workers (finished steps stay written)."""
     import multiprocessing
     import queue as queue_mod
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -314,18 +440,22 @@ def _run_parallel(todo, cfgs, settings, datasets, jobs, say, finish) -> None:
         q = manager.Queue()
         ex = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(dict(datasets), q))
         try:
-            futs = {ex.submit(_worker_run, kind, t, cfgs[t], arg, settings): (name, t) for name, t, kind, arg in todo}
-            pending = set(futs)
-            while pending:
-                ready, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            running: dict = {}
+            while pending or running:
+                while len(running) < jobs:
+                    st = next((st for st in pending if st.needs is None or st.needs in finished), None)
+                    if st is None:
+                        break
+                    pending.remove(st)
+                    running[ex.submit(_worker_run, st, cfgs[st.task], settings, unit_dir, prints[st.task])] = st
+                ready, _ = wait(set(running), timeout=1.0, return_when=FIRST_COMPLETED)
                 try:
                     while True:
                         say(q.get_nowait())
                 except queue_mod.Empty:
                     pass
                 for f in ready:
-                    name, t = futs[f]
-                    finish(name, t, f.result())
+                    complete(running.pop(f), f.result())
         except BaseException:
             for p in list(getattr(ex, "_processes", {}).values()):
                 p.terminate()

@@ -3,7 +3,11 @@
 A panel unit trains every panel method of one seed (localstdp.methods), attacks each model
 (localstdp.robustness) and certifies it (localstdp.bounds), transfers every other model's PGD
 examples to it, takes the per-example worst case and the masking checks, and runs the matched-
-accuracy comparisons (kept epoch weights, chosen on validation). A frontier unit trains one point of
+accuracy comparisons (kept epoch weights, chosen on validation). It is made of one part per method
+(:func:`panel_method`: train, attack, and the matched comparison with the local rule, whose part
+comes first), each kept on disk as it finishes (:func:`save_part`), and an assembly
+(:func:`assemble_panel`: transfer, worst case, checks) once every part is there, so a stopped run
+loses at most the parts in progress. A frontier unit trains one point of
 the robustness-accuracy frontier and attacks it at the frontier eps. Per-example correctness is kept
 (hex-packed) so the statistics can resample test examples.
 """
@@ -11,18 +15,22 @@ the robustness-accuracy frontier and attacks it at the frontier eps. Per-example
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
-from .checkpoint import model_tensors
+from .checkpoint import load_checkpoint, model_tensors, save_checkpoint
 from .config import ExperimentConfig
 from .data import Dataset
+from .errors import CheckpointError
 from .methods import PANEL, closest_epoch, method_config, selected_epoch
 from .robustness import SuiteResult, add_transfer, add_worst, attack_suite, correct, eps_key, masking_checks
-from .train import train
+from .train import MODEL, load_run, train
 
 if TYPE_CHECKING:
     from .experiments import GridSettings
@@ -71,7 +79,7 @@ def train_method(cfg: ExperimentConfig, method: str, ds: Dataset, seed: int, epo
     return Trained(model, m, e, states, mcfg)
 
 
-def _model_file(method: str, t: Trained) -> tuple[dict, dict]:
+def model_file(method: str, t: Trained) -> tuple[dict, dict]:
     """(tensors, metadata) of a reported model, as `localstdp train` writes model.safetensors, so
     `localstdp evaluate --run OUT/units/<task>/<unit>/<method>` reads it back."""
     meta = {"kind": "model", "method": PANEL[method].learner, "widths": list(t.model.widths),
@@ -123,35 +131,129 @@ def _row(task: str, method: str, seed: int, t: Trained, ds: Dataset, res: SuiteR
 # units: one seed of a task's panel; one frontier point and seed
 
 
-def panel_unit(task: str, cfg: ExperimentConfig, ds: Dataset, seed: int, settings: GridSettings,
-               say: Callable[[str], None] = lambda s: None) -> dict:
-    """Every panel method of one seed: rows (with transfer, worst case, checks) and matched records."""
+@dataclass
+class Part:
+    """One panel method of one seed, trained and attacked, before transfer and the worst case;
+    ``matched`` is its matched-accuracy record with the local rule (None for the local rule itself,
+    or when their validation accuracies are within ``match_tol``)."""
+
+    trained: Trained
+    suite: SuiteResult
+    matched: dict | None
+
+
+def panel_method(task: str, cfg: ExperimentConfig, ds: Dataset, seed: int, method: str, settings: GridSettings,
+                 local: Part | None = None, say: Callable[[str], None] = lambda s: None) -> Part:
+    """Train one panel method of one seed and attack it; every method but the local rule also gets
+    its matched comparison with ``local`` (the local rule's part of the same seed, with its kept
+    epoch weights), so a part needs nothing but the local rule's to be complete."""
+    if (method == "local") != (local is None):
+        raise ValueError("the local rule's part comes first; every other method's needs it")
+    idx = attack_indices(len(ds.y_test), settings.n_attack)
+    say(f"{task} seed {seed}: train {method}")
+    t = train_method(cfg, method, ds, seed, settings.epochs)
+    suite = _attack(t.model, ds, idx, settings, settings.attacks.eps, seed,
+                    lambda s: say(f"{task} seed {seed}: attack {method}, {s}"))
+    matched = None
+    if local is not None:
+        matched = _matched(task, seed, "local", method, {"local": local.trained, method: t},
+                           {"local": local.suite, method: suite}, ds, idx, settings, say)
+    return Part(t, suite, matched)
+
+
+def assemble_panel(task: str, ds: Dataset, seed: int, settings: GridSettings, parts: dict[str, Part]) -> dict:
+    """The panel unit of one seed from its methods' parts: every model also attacked with every
+    other model's PGD examples (transfer), the per-example worst case, the masking checks, the rows
+    and the matched records, in ``settings.methods`` order."""
     idx = attack_indices(len(ds.y_test), settings.n_attack)
     y = ds.y_test[idx].numpy()
-    trained, suites = {}, {}
-    for method in settings.methods:
-        say(f"{task} seed {seed}: train {method}")
-        trained[method] = train_method(cfg, method, ds, seed, settings.epochs)
-        suites[method] = _attack(trained[method].model, ds, idx, settings, settings.attacks.eps, seed,
-                                 lambda s, m=method: say(f"{task} seed {seed}: attack {m}, {s}"))
+    suites = {m: dataclasses.replace(parts[m].suite, correct=dict(parts[m].suite.correct)) for m in settings.methods}
     for target in settings.methods:  # transfer: survive the PGD examples of every other method's model
         others = [m for m in settings.methods if m != target]
-        parts = []
+        tparts = []
         for source in others:
             tmp = SuiteResult(clean=suites[target].clean)
-            add_transfer(trained[target].model, tmp, suites[source], y)
-            parts.append(tmp.correct["transfer"])
-        if parts:
-            suites[target].correct["transfer"] = {k: np.logical_and.reduce([p[k] for p in parts]) for k in parts[0]}
+            add_transfer(parts[target].trained.model, tmp, suites[source], y)
+            tparts.append(tmp.correct["transfer"])
+        if tparts:
+            suites[target].correct["transfer"] = {k: np.logical_and.reduce([p[k] for p in tparts]) for k in tparts[0]}
     rows = []
     for method in settings.methods:
         add_worst(suites[method])
         checks = masking_checks(suites[method], ds.n_classes, settings.attacks)
-        row = _row(task, method, seed, trained[method], ds, suites[method], len(idx))
+        row = _row(task, method, seed, parts[method].trained, ds, suites[method], len(idx))
         rows.append(row | {"checks": checks["checks"], "check_values": checks["values"]})
-    matched = [m for b in settings.methods if b != "local"
-               if (m := _matched(task, seed, "local", b, trained, suites, ds, idx, settings, say)) is not None]
-    return {"rows": rows, "matched": matched, "models": {m: _model_file(m, trained[m]) for m in settings.methods}}
+    matched = [parts[m].matched for m in settings.methods if m != "local" and parts[m].matched is not None]
+    return {"rows": rows, "matched": matched}
+
+
+def panel_unit(task: str, cfg: ExperimentConfig, ds: Dataset, seed: int, settings: GridSettings,
+               say: Callable[[str], None] = lambda s: None) -> dict:
+    """Every panel method of one seed in memory (run_grid runs the same parts one by one, kept on
+    disk): rows (with transfer, worst case, checks), matched records, and each method's model file."""
+    parts: dict[str, Part] = {}
+    parts["local"] = panel_method(task, cfg, ds, seed, "local", settings, None, say)
+    for method in settings.methods:
+        if method != "local":
+            parts[method] = panel_method(task, cfg, ds, seed, method, settings, parts["local"], say)
+    return assemble_panel(task, ds, seed, settings, parts) | {
+        "models": {m: model_file(m, parts[m].trained) for m in settings.methods}}
+
+
+PART = "part.safetensors"  # beside model.safetensors in OUT/units/<task>/panel-seed<s>/<method>/
+
+
+def save_part(path: Path, method: str, part: Part, fingerprint: str) -> None:
+    """Write a part to ``path`` (a method's directory): its model.safetensors, then part.safetensors
+    (the attack results, the PGD examples transfer needs, and for the local rule the kept epoch
+    weights the matched comparisons need) with the metadata. part.safetensors is written last: a
+    directory with it holds a whole part."""
+    path.mkdir(parents=True, exist_ok=True)
+    tensors, meta = model_file(method, part.trained)
+    save_checkpoint(path / MODEL, tensors, meta)
+    s = part.suite
+    arrays = {"clean": s.clean}
+    arrays |= {f"correct.{a}.{k}": v for a, per in s.correct.items() for k, v in per.items()}
+    arrays |= {f"adversarial.{k}.{i}": v for k, advs in s.adversarial.items() for i, v in enumerate(advs)}
+    arrays |= {f"apgd.{k}": v for k, v in s.autoattack_apgd.items()}
+    out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    t = part.trained
+    states = t.states[: t.epoch] if method == "local" else []  # the epochs _matched may take
+    out |= {f"state.{e}.{k}": v for e, st in enumerate(states) for k, v in st.items()}
+    # metrics, the matched record and the attacks' order as JSON text: the metadata's keys are
+    # sorted when written, and results.json keeps the order they were made in
+    meta = {"kind": "panel-part", "fingerprint": fingerprint, "method": method, "epoch": t.epoch,
+            "metrics": json.dumps(t.metrics), "matched": json.dumps(part.matched),
+            "zero_gradient_fraction": s.zero_gradient_fraction,
+            "correct": json.dumps([[a, list(per)] for a, per in s.correct.items()]),
+            "adversarial": json.dumps([[k, len(v)] for k, v in s.adversarial.items()]),
+            "apgd": list(s.autoattack_apgd), "states": len(states)}
+    save_checkpoint(path / PART, out, meta)
+
+
+def part_fingerprint(path: Path) -> str | None:
+    """The fingerprint of the part in ``path``, or None when there is none or it is damaged."""
+    try:
+        return str(load_checkpoint(path / PART, what="unit part")[1]["fingerprint"])
+    except (CheckpointError, KeyError, TypeError):
+        return None
+
+
+def load_part(path: Path) -> Part:
+    """Read back a part written by :func:`save_part` (the model rebuilt from model.safetensors)."""
+    tensors, meta = load_checkpoint(path / PART, what="unit part")
+    cfg, model, _ = load_run(path)
+    arr = {k: v.numpy() for k, v in tensors.items() if not k.startswith("state.")}
+    suite = SuiteResult(
+        clean=arr["clean"],
+        correct={a: {k: arr[f"correct.{a}.{k}"] for k in keys} for a, keys in json.loads(meta["correct"])},
+        adversarial={k: [arr[f"adversarial.{k}.{i}"] for i in range(n)] for k, n in json.loads(meta["adversarial"])},
+        zero_gradient_fraction=float(meta["zero_gradient_fraction"]),
+        autoattack_apgd={k: arr[f"apgd.{k}"] for k in meta["apgd"]})
+    states = [{k[len(f"state.{e}."):]: v for k, v in tensors.items() if k.startswith(f"state.{e}.")}
+              for e in range(int(meta["states"]))]
+    return Part(Trained(model, json.loads(meta["metrics"]), int(meta["epoch"]), states, cfg), suite,
+                json.loads(meta["matched"]))
 
 
 def _own_attacks(res: SuiteResult, keys: Sequence[str]) -> SuiteResult:
