@@ -181,7 +181,7 @@ def test_resume_reuses_finished_units_and_gives_the_same_results(tmp_path):
         E.run_grid({"iris-1v2": other}, s, out=tmp_path, resume=True)
 
 
-def test_a_stopped_unit_keeps_its_finished_parts_and_resume_gives_the_same_results(tmp_path, monkeypatch):
+def test_a_stopped_unit_keeps_its_finished_parts_and_resume_gives_the_same_results(tmp_path, monkeypatch, capsys):
     # a panel unit is one part per method, each written as it finishes: stopped in its third model,
     # the run keeps the two before it, and the resumed run trains only the rest, with the same numbers
     from localstdp import units
@@ -207,6 +207,11 @@ def test_a_stopped_unit_keeps_its_finished_parts_and_resume_gives_the_same_resul
     assert not unit.with_suffix(".json").exists()
     kept = sorted(p.parent.name for p in unit.glob("*/part.safetensors"))
     assert kept == sorted(trained) and trained[0] == "local"  # the local rule's part comes first
+    real_grid = E.run_grid
+    monkeypatch.setattr(E, "run_grid", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert main(["reproduce", "--tasks", "iris-1v2", "--out", str(tmp_path), "--no-progress"]) == 130
+    assert "0 finished unit(s) and 2 finished model(s) of unfinished units kept" in capsys.readouterr().err
+    monkeypatch.setattr(E, "run_grid", real_grid)
     trained.clear()
     monkeypatch.setattr(units, "train_method", lambda cfg, method, *a, **kw: trained.append(method) or real(
         cfg, method, *a, **kw))

@@ -95,9 +95,11 @@ def cmd_reproduce(args) -> int:
     except KeyboardInterrupt as exc:
         from pathlib import Path
 
-        kept = len(list((Path(args.out) / "units").glob("*/*.json")))
-        print(f"localstdp: interrupted: {kept} finished unit(s) kept in {args.out}/units; run the same command "
-              "with --resume to continue", file=sys.stderr)
+        units = Path(args.out) / "units"
+        kept = len(list(units.glob("*/*.json")))
+        parts = len(list(units.glob("*/*/*/part.safetensors")))  # models of units not yet assembled
+        print(f"localstdp: interrupted: {kept} finished unit(s) and {parts} finished model(s) of unfinished "
+              f"units kept in {args.out}/units; run the same command with --resume to continue", file=sys.stderr)
         signum = int(getattr(exc, "signum", 2))
         return 128 + signum
     written = write_report(results, args.out)
