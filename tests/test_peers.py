@@ -196,6 +196,18 @@ def test_ff_scorer_is_the_prediction_and_is_differentiable():
     scores[torch.arange(8), y].sum().backward()
     assert xr.grad[:, 3:].abs().sum() > 0 and torch.equal(xr.grad[:, :3], torch.zeros(8, 3))  # label slots
     assert ff.model.layers[-1].weight.grad is None  # the output layer is no part of ff
+    # the one-matmul first layer equals the definition (a full pass per label), gradients included
+    for hidden in ([5, 4], [7], [6, 5, 4]):
+        net = build_model(6, hidden, 3, "sigmoid", 1)
+        sc = FFScorer(net)
+        xa = x.clone().requires_grad_(True)
+        xb = x.clone().requires_grad_(True)
+        fast, ref = sc(xa), sc.forward_per_label(xb)
+        torch.testing.assert_close(fast, ref, rtol=1e-6, atol=1e-6)
+        w = torch.randn(8, 3, generator=torch.Generator().manual_seed(2))
+        (fast * w).sum().backward()
+        (ref * w).sum().backward()
+        torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-6)
     from localstdp.bounds import certified_correct
 
     with pytest.raises(ValueError):  # bounds of the MLP's logits say nothing about the goodness

@@ -65,12 +65,19 @@ class Trained:
     cfg: ExperimentConfig  # the config it trained with (method settings, seed, budget)
 
 
-def train_method(cfg: ExperimentConfig, method: str, ds: Dataset, seed: int, epochs: int | None = None) -> Trained:
+def train_method(cfg: ExperimentConfig, method: str, ds: Dataset, seed: int, epochs: int | None = None,
+                 say: Callable[[str], None] | None = None) -> Trained:
     """Train one panel method and load the weights of its reported epoch (the last, or the best
-    validation epoch for early stopping)."""
+    validation epoch for early stopping); ``say`` gets "epoch e/E" as each epoch starts."""
     spec = PANEL[method]
     mcfg = method_config(cfg, method).with_overrides(seed=seed, epochs=epochs)
-    m = train(mcfg, spec.learner, None, dataset=ds, keep_epochs=True)
+    total = mcfg.train.epochs
+
+    def hook(epoch: int, step: int) -> None:
+        if step == 1 and say is not None:
+            say(f"epoch {epoch + 1}/{total}")
+
+    m = train(mcfg, spec.learner, None, dataset=ds, keep_epochs=True, step_hook=hook)
     e = selected_epoch(m["history"], spec.early_stop)
     model = m.pop("model")
     states = m.pop("epoch_states")
@@ -150,8 +157,7 @@ def panel_method(task: str, cfg: ExperimentConfig, ds: Dataset, seed: int, metho
     if (method == "local") != (local is None):
         raise ValueError("the local rule's part comes first; every other method's needs it")
     idx = attack_indices(len(ds.y_test), settings.n_attack)
-    say(f"{task} seed {seed}: train {method}")
-    t = train_method(cfg, method, ds, seed, settings.epochs)
+    t = train_method(cfg, method, ds, seed, settings.epochs, lambda s: say(f"{task} seed {seed}: train {method}, {s}"))
     suite = _attack(t.model, ds, idx, settings, settings.attacks.eps, seed,
                     lambda s: say(f"{task} seed {seed}: attack {method}, {s}"))
     matched = None
@@ -321,8 +327,8 @@ def frontier_unit(task: str, cfg: ExperimentConfig, ds: Dataset, point: dict, se
     base = method_config(cfg, point["method"])
     pcfg = base.with_sets(point["overrides"])
     epochs = None if point["knob"] == "train.epochs" else settings.epochs
-    say(f"{task} frontier {point_name(point)} seed {seed}: train")
-    t = train_method(pcfg, "local" if point["method"] == "local" else "backprop", ds, seed, epochs)
+    t = train_method(pcfg, "local" if point["method"] == "local" else "backprop", ds, seed, epochs,
+                     lambda s: say(f"{task} frontier {point_name(point)} seed {seed}: train, {s}"))
     res = _attack(t.model, ds, idx, settings, settings.frontier_eps, seed,
                   lambda s: say(f"{task} frontier {point_name(point)} seed {seed}: attack, {s}"))
     add_worst(res)

@@ -84,6 +84,23 @@ class FFScorer(nn.Module):
         self.n_classes = model.widths[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, K) total goodness. The first layer is affine and the embedding sets features 0..K-1
+        to the one-hot label, so its pre-activation with label k is W[:, K:] x[K:] + b + W[:, k]:
+        one matmul serves every label (the definition, one full pass per label, is
+        :meth:`forward_per_label`; equal up to float rounding, gradients included)."""
+        x = x.flatten(1)
+        first, K = self.layers[0], self.n_classes
+        if not isinstance(first, nn.Linear):
+            return self.forward_per_label(x)
+        h = nnf.linear(x[:, K:], first.weight[:, K:], first.bias)  # (B, n1): the label-free part, once
+        a = self.act(h.unsqueeze(1) + first.weight[:, :K].T.unsqueeze(0))  # (B, K, n1): label k adds W[:, k]
+        total = (a * a).sum(2)
+        for g in goodness(self.layers[1:], self.act, rms_normalise(a.reshape(-1, a.shape[2]))):
+            total = total + g.view(-1, K)
+        return total
+
+    def forward_per_label(self, x: torch.Tensor) -> torch.Tensor:
+        """The definition: for each label k, x with k embedded through every hidden layer."""
         x = x.flatten(1)
         scores = []
         for k in range(self.n_classes):
