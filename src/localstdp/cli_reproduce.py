@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 from .registry import PEER_RULES
@@ -89,6 +90,15 @@ def cmd_reproduce(args) -> int:
     cfgs = {t: task_config(t).with_sets(args.set) for t in tasks}
     print(f"reproduce: tasks {', '.join(tasks)}; methods {' '.join(methods)}; {args.seeds} seed(s), frontier "
           f"{args.frontier_seeds} seed(s) -> {args.out}", file=sys.stderr)
+    def on_term(signum, frame):  # SIGTERM stops like Ctrl-C: workers stopped, finished work kept and counted
+        stop = KeyboardInterrupt()
+        stop.signum = signum
+        raise stop
+
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    previous = signal.signal(signal.SIGTERM, on_term) if main_thread else None
     try:
         results = run_grid(cfgs, settings, progress=not args.no_progress, out=args.out, resume=args.resume,
                            jobs=args.jobs)
@@ -102,6 +112,9 @@ def cmd_reproduce(args) -> int:
               f"units kept in {args.out}/units; run the same command with --resume to continue", file=sys.stderr)
         signum = int(getattr(exc, "signum", 2))
         return 128 + signum
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     written = write_report(results, args.out)
     for v in results["claims"].values():
         for s in v.get("sentences", []):

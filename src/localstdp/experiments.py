@@ -269,9 +269,12 @@ def run_step(step: _Step, cfg: ExperimentConfig, ds: Dataset, settings: GridSett
 _WORKER: dict = {}
 
 
-def _worker_init(datasets: dict, queue) -> None:
-    """A step worker: one thread (the workers share the cores), ART quiet, Ctrl-C left to the parent."""
+def _worker_init(datasets: dict, queue, parent: int) -> None:
+    """A step worker: one thread (the workers share the cores), ART quiet, Ctrl-C left to the parent,
+    and it exits when the parent is gone (killed, even by SIGKILL) instead of computing on unseen."""
+    import os
     import signal
+    import threading
 
     import torch
 
@@ -279,6 +282,13 @@ def _worker_init(datasets: dict, queue) -> None:
     torch.set_num_threads(1)
     logging.getLogger("art").setLevel(logging.WARNING)
     _WORKER.update(data=dict(datasets), queue=queue)
+
+    def watch() -> None:  # ``parent`` is the pid the parent passed: it may be gone before this runs
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="localstdp-parent-watch", daemon=True).start()
 
 
 def _worker_run(step: _Step, cfg: ExperimentConfig, settings: GridSettings, unit_dir: Path, fingerprint: str):
@@ -432,36 +442,37 @@ def _run_parallel(pending, finished, cfgs, settings, datasets, jobs, unit_dir, p
     finished step is handed to ``complete`` at once, and the workers' status lines reach ``say``.
     Ctrl-C stops the workers (finished steps stay written)."""
     import multiprocessing
+    import os
     import queue as queue_mod
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager:
-        q = manager.Queue()
-        ex = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(dict(datasets), q))
-        try:
-            running: dict = {}
-            while pending or running:
-                while len(running) < jobs:
-                    st = next((st for st in pending if st.needs is None or st.needs in finished), None)
-                    if st is None:
-                        break
-                    pending.remove(st)
-                    running[ex.submit(_worker_run, st, cfgs[st.task], settings, unit_dir, prints[st.task])] = st
-                ready, _ = wait(set(running), timeout=1.0, return_when=FIRST_COMPLETED)
-                try:
-                    while True:
-                        say(q.get_nowait())
-                except queue_mod.Empty:
-                    pass
-                for f in ready:
-                    complete(running.pop(f), f.result())
-        except BaseException:
-            for p in list(getattr(ex, "_processes", {}).values()):
-                p.terminate()
-            ex.shutdown(wait=False, cancel_futures=True)
-            raise
-        ex.shutdown()
+    q = ctx.Queue()  # handed to the workers as they start (no manager process to outlive a killed parent)
+    ex = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                             initargs=(dict(datasets), q, os.getpid()))
+    try:
+        running: dict = {}
+        while pending or running:
+            while len(running) < jobs:
+                st = next((st for st in pending if st.needs is None or st.needs in finished), None)
+                if st is None:
+                    break
+                pending.remove(st)
+                running[ex.submit(_worker_run, st, cfgs[st.task], settings, unit_dir, prints[st.task])] = st
+            ready, _ = wait(set(running), timeout=1.0, return_when=FIRST_COMPLETED)
+            try:
+                while True:
+                    say(q.get_nowait())
+            except queue_mod.Empty:
+                pass
+            for f in ready:
+                complete(running.pop(f), f.result())
+    except BaseException:
+        for p in list(getattr(ex, "_processes", {}).values()):
+            p.terminate()
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise
+    ex.shutdown()
 
 
 def _method_settings(cfg: ExperimentConfig, method: str) -> dict:
