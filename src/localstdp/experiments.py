@@ -235,8 +235,9 @@ def step_cost(cfg: ExperimentConfig, ds: Dataset, settings: GridSettings, method
 
 def _steps(plan, cfgs, settings, data) -> list[_Step]:
     steps = []
+    flops_of = {t: forward_flops(cfgs[t], data[t]) for t in dict.fromkeys(t for _, t, _, _ in plan)}
     for name, t, kind, arg in plan:
-        flops = forward_flops(cfgs[t], data[t])
+        flops = flops_of[t]
         if kind == "panel":
             order = ["local"] + [m for m in settings.methods if m != "local"]
             steps += [_Step(f"{name}/{m}", name, t, "part", (arg, m), None if m == "local" else f"{name}/local",

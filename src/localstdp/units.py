@@ -196,14 +196,13 @@ def assemble_panel(task: str, ds: Dataset, seed: int, settings: GridSettings, pa
 def panel_unit(task: str, cfg: ExperimentConfig, ds: Dataset, seed: int, settings: GridSettings,
                say: Callable[[str], None] = lambda s: None) -> dict:
     """Every panel method of one seed in memory (run_grid runs the same parts one by one, kept on
-    disk): rows (with transfer, worst case, checks), matched records, and each method's model file."""
+    disk): rows (with transfer, worst case, checks) and matched records."""
     parts: dict[str, Part] = {}
     parts["local"] = panel_method(task, cfg, ds, seed, "local", settings, None, say)
     for method in settings.methods:
         if method != "local":
             parts[method] = panel_method(task, cfg, ds, seed, method, settings, parts["local"], say)
-    return assemble_panel(task, ds, seed, settings, parts) | {
-        "models": {m: model_file(m, parts[m].trained) for m in settings.methods}}
+    return assemble_panel(task, ds, seed, settings, parts)
 
 
 PART = "part.safetensors"  # beside model.safetensors in OUT/units/<task>/panel-seed<s>/<method>/
