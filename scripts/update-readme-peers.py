@@ -2,7 +2,9 @@
 
     .venv/bin/python scripts/update-readme-peers.py [docs/reproduce/peers/results.json] [--no-plot]
 
-The block lies between ``<!-- peers:begin -->`` and ``<!-- peers:end -->``: the command that made the
+The block lies between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``, NAME the results.json's directory
+(``peers`` for docs/reproduce/peers; ``peers-fashion`` for a run of the suite's fashion-mnist task alone, too
+long to share one session-length run with the other five): the command that made the
 run (rebuilt from the run's own settings), one table of clean accuracy, worst-case robust accuracy at
 eps 0.05 and 0.1 and the gradient-masking checks per task and method, the failed checks by name, and
 which method is highest per task. It also draws the block's plot (worst case at eps 0.1 per task and
@@ -20,7 +22,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "docs/reproduce/peers/results.json"
 PEERS_PLOT = "peers-worst-0.1.png"
-TAG = "peers"
 EPS = ("0.05", "0.1")
 
 
@@ -130,12 +131,13 @@ def main(argv: list[str]) -> int:
     src = Path(paths[0]) if paths else DEFAULT
     res = json.loads(src.read_text())
     out = src.resolve().parent.relative_to(ROOT).as_posix()
+    tag = src.resolve().parent.name
     body = block(res, out)
     readme = ROOT / "README.md"
-    text, n = re.subn(rf"(<!-- {TAG}:begin -->\n).*?(<!-- {TAG}:end -->)", lambda m: m.group(1) + body + m.group(2),
+    text, n = re.subn(rf"(<!-- {tag}:begin -->\n).*?(<!-- {tag}:end -->)", lambda m: m.group(1) + body + m.group(2),
                       readme.read_text(), flags=re.S)
     if n != 1:
-        sys.exit(f"README.md has no <!-- {TAG}:begin --> ... <!-- {TAG}:end --> block")
+        sys.exit(f"README.md has no <!-- {tag}:begin --> ... <!-- {tag}:end --> block")
     readme.write_text(text)
     if not no_plot:
         plot(res, src.parent / PEERS_PLOT)

@@ -27,7 +27,6 @@ SUITE_METHODS = ["local", "backprop", "backprop-wd", "fa", "dfa", "drtp", "pepit
 # config stem (= docs/tune/<stem>/) of each task of the suite
 STEMS = {"iris-1v2": "iris", "mnist-0v1": "mnist-0v1", "mnist-3v5": "mnist-3v5", "mnist-4v9": "mnist-4v9",
          "mnist-10": "mnist-10", "fashion-mnist": "fashion-mnist"}
-PEERS_JSON = ROOT / "docs/reproduce/peers/results.json"
 
 
 def _script(name: str):
@@ -162,17 +161,24 @@ def test_apply_script_command_line(tmp_path):
     assert method_config(load_config(configs / "iris.toml"), "drtp").peers.lr == 0.1
 
 
-def test_readme_peer_block_comes_from_the_committed_results():
-    """The README block between the peers markers is exactly what docs/reproduce/peers/results.json generates,
-    and that run is the peers suite."""
-    res = json.loads(PEERS_JSON.read_text())
+def test_readme_peer_blocks_come_from_the_committed_results():
+    """Each README block between peers markers (<!-- peers:begin --> for docs/reproduce/peers, <!-- peers-NAME:begin -->
+    for docs/reproduce/peers-NAME) is exactly what that directory's committed results.json generates; each run is
+    the peers suite's methods and seeds on tasks of the suite, no task is in two runs, and together they cover
+    every task of the suite."""
     readme = (ROOT / "README.md").read_text()
-    m = re.search(r"<!-- peers:begin -->\n(.*?)<!-- peers:end -->", readme, re.S)
-    assert m, "README lacks the generated peers block"
+    blocks = re.findall(r"<!-- (peers[\w-]*):begin -->\n(.*?)<!-- \1:end -->", readme, re.S)
+    assert blocks and blocks[0][0] == "peers", "README lacks the generated peers block"
     upd = _script("update-readme-peers")
-    assert m.group(1) == upd.block(res, "docs/reproduce/peers")
-    assert list(res["settings"]["methods"]) == SUITE_METHODS and len(res["settings"]["seeds"]) == 3
-    assert set(res["settings"]["tasks"]) <= set(SUITE_TASKS)
-    assert (PEERS_JSON.parent / upd.PEERS_PLOT).exists()
-    # the section title the issue asks for, right above the block
-    assert "### How the rule compares with other local rules" in readme[: m.start()]
+    covered: list[str] = []
+    for tag, body in blocks:
+        src = ROOT / "docs/reproduce" / tag / "results.json"
+        res = json.loads(src.read_text())
+        assert body == upd.block(res, f"docs/reproduce/{tag}"), tag
+        assert list(res["settings"]["methods"]) == SUITE_METHODS and len(res["settings"]["seeds"]) == 3
+        assert set(res["settings"]["tasks"]) <= set(SUITE_TASKS)
+        assert (src.parent / upd.PEERS_PLOT).exists()
+        covered += res["settings"]["tasks"]
+    assert sorted(covered) == sorted(SUITE_TASKS), "the README's peer blocks do not cover the suite exactly once"
+    # the section title the issue asks for, right above the first block
+    assert "### How the rule compares with other local rules" in readme[: readme.index("<!-- peers:begin -->")]
