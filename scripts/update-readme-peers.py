@@ -3,8 +3,8 @@
     .venv/bin/python scripts/update-readme-peers.py [docs/reproduce/peers/results.json] [--no-plot]
 
 The block lies between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``, NAME the results.json's directory
-(``peers`` for docs/reproduce/peers; ``peers-fashion`` for a run of the suite's fashion-mnist task alone, too
-long to share one session-length run with the other five): the command that made the
+(``peers`` for docs/reproduce/peers, ``peers-fashion`` for docs/reproduce/peers-fashion; any other directory is
+refused, so the README's other generated blocks stay untouched): the command that made the
 run (rebuilt from the run's own settings), one table of clean accuracy, worst-case robust accuracy at
 eps 0.05 and 0.1 and the gradient-masking checks per task and method, the failed checks by name, and
 which method is highest per task. It also draws the block's plot (worst case at eps 0.1 per task and
@@ -132,6 +132,8 @@ def main(argv: list[str]) -> int:
     res = json.loads(src.read_text())
     out = src.resolve().parent.relative_to(ROOT).as_posix()
     tag = src.resolve().parent.name
+    if not tag.startswith("peers"):  # the README's other generated blocks (results, ...) are not this script's
+        sys.exit(f"update-readme-peers.py: {src} is not in a docs/reproduce/peers* directory")
     body = block(res, out)
     readme = ROOT / "README.md"
     text, n = re.subn(rf"(<!-- {tag}:begin -->\n).*?(<!-- {tag}:end -->)", lambda m: m.group(1) + body + m.group(2),
