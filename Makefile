@@ -30,7 +30,7 @@ reproduce: $(STAMP)
 	$(BIN)/localstdp reproduce --seeds $(SEEDS) --out $(OUT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests scripts examples
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

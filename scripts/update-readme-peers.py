@@ -38,7 +38,7 @@ def command(res: dict, out: str) -> str:
     """The reproduce command line of this run: --suite peers when the run is that suite with its
     defaults, else the explicit --tasks / --methods / --seeds / --frontier-seeds."""
     sys.path.insert(0, str(ROOT / "src"))
-    from localstdp.cli_reproduce import SUITE_DEFAULTS
+    from localstdp.cli.reproduce import SUITE_DEFAULTS
     from localstdp.registry import SUITES
 
     st = res["settings"]

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 res = json.loads(Path(sys.argv[1]).read_text())
 block = "".join(f"- {s}\n" for t in res["claims"] for s in res["claims"][t]["sentences"])
 sys.path.insert(0, str(ROOT / "src"))
-from localstdp.report import readme_tables  # noqa: E402
+from localstdp.evaluation.report import readme_tables  # noqa: E402
 
 readme = ROOT / "README.md"
 text = readme.read_text()

@@ -99,7 +99,7 @@ def test_configs_and_rules_tiny(tmp_path):
     from pathlib import Path
 
     import localstdp
-    from localstdp.bench_configs import ConfigSpec, shipped_configs
+    from localstdp.bench.configs import ConfigSpec, shipped_configs
 
     shipped = {p.stem for p in (Path(localstdp.__file__).parent / "configs").glob("*.toml")}
     assert set(shipped_configs()) == shipped and {"iris", "mnist-10", "fashion-mnist"} <= shipped
@@ -124,7 +124,7 @@ def test_configs_and_rules_tiny(tmp_path):
 
 
 def test_configs_arms_follow_the_config():
-    from localstdp.bench_configs import CONFIG_DIR, arms_for
+    from localstdp.bench.configs import CONFIG_DIR, arms_for
     from localstdp.config import load_config
 
     assert arms_for(load_config(CONFIG_DIR / "mnist-10.toml")) == ["local", "backprop", "backprop-sgd", "local-fused"]

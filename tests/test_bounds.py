@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from localstdp import bounds
-from localstdp.bounds import certified_accuracy, certified_correct, margin_lower_bounds, sigmoid_relaxation
 from localstdp.model import MLP, build_model
+from localstdp.robustness import bounds
+from localstdp.robustness.bounds import certified_accuracy, certified_correct, margin_lower_bounds, sigmoid_relaxation
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -165,7 +165,7 @@ def test_cli_trains_a_tiny_cnn_and_evaluate_reloads_it(tmp_path, capsys, tiny, r
     assert json.loads(capsys.readouterr().out)["test_accuracy"] == metrics["test_accuracy"]
     cfg2, model, method = load_run(out)
     assert method == rule and isinstance(model, CNN) and cfg2.model == cfg.model
-    from localstdp.attacks import fgsm, make_classifier
+    from localstdp.robustness.attacks import fgsm, make_classifier
 
     clf = make_classifier(model, (1, 8, 8), 10)
     x, y = ds.x_test[:64].numpy().reshape(-1, 1, 8, 8), ds.y_test[:64].numpy()

@@ -10,10 +10,12 @@ import json
 import numpy as np
 import pytest
 
-from localstdp import experiments as E
-from localstdp.analysis import frontier_verdict
+from localstdp import evaluation as E
+from localstdp import registry
 from localstdp.cli import main
 from localstdp.errors import ConfigError, LocalSTDPError
+from localstdp.evaluation import grid  # cli/reproduce looks run_grid up here (monkeypatched below)
+from localstdp.evaluation.analysis import frontier_verdict
 from localstdp.robustness import AttackSettings
 
 TINY_ATTACKS = AttackSettings(pgd_steps=3, pgd_restarts=1, square_queries=5, search_queries=10, autoattack=False)
@@ -35,15 +37,15 @@ def tiny_cfg(task: str, *sets: str):
 
 
 def test_registry_and_attack_subset():
-    assert set(E.SUITES["paper"]) <= set(E.TASKS)
-    for task in E.TASKS:
+    assert set(registry.SUITES["paper"]) <= set(registry.TASKS)
+    for task in registry.TASKS:
         cfg = E.task_config(task)
         assert cfg.data.name in ("iris", "mnist", "digits", "idx")
     with pytest.raises(ConfigError, match="unknown task"):
         E.resolve_tasks(["mnist-7v8"])
     with pytest.raises(ConfigError, match="unknown suite"):
         E.resolve_tasks(None, "nope")
-    assert E.resolve_tasks(None) == list(E.SUITES["paper"])
+    assert E.resolve_tasks(None) == list(registry.SUITES["paper"])
     idx = E.attack_indices(300, 50)
     assert len(idx) == 50 and len(set(idx)) == 50 and list(idx) == sorted(idx) and idx.max() < 300
     np.testing.assert_array_equal(idx, E.attack_indices(300, 50))
@@ -184,7 +186,7 @@ def test_resume_reuses_finished_units_and_gives_the_same_results(tmp_path):
 def test_a_stopped_unit_keeps_its_finished_parts_and_resume_gives_the_same_results(tmp_path, monkeypatch, capsys):
     # a panel unit is one part per method, each written as it finishes: stopped in its third model,
     # the run keeps the two before it, and the resumed run trains only the rest, with the same numbers
-    from localstdp import units
+    from localstdp.evaluation import units
 
     cfg = tiny_cfg("iris-1v2", "frontier.local_weight_decay=[]", "frontier.local_epochs=[]",
                    "frontier.local_lr=[]", "frontier.backprop_weight_decay=[0.0]", "backprop.lr=1e-4")
@@ -207,11 +209,11 @@ def test_a_stopped_unit_keeps_its_finished_parts_and_resume_gives_the_same_resul
     assert not unit.with_suffix(".json").exists()
     kept = sorted(p.parent.name for p in unit.glob("*/part.safetensors"))
     assert kept == sorted(trained) and trained[0] == "local"  # the local rule's part comes first
-    real_grid = E.run_grid
-    monkeypatch.setattr(E, "run_grid", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt()))
+    real_grid = grid.run_grid
+    monkeypatch.setattr(grid, "run_grid", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt()))
     assert main(["reproduce", "--tasks", "iris-1v2", "--out", str(tmp_path), "--no-progress"]) == 130
     assert "0 finished unit(s) and 2 finished model(s) of unfinished units kept" in capsys.readouterr().err
-    monkeypatch.setattr(E, "run_grid", real_grid)
+    monkeypatch.setattr(grid, "run_grid", real_grid)
     trained.clear()
     monkeypatch.setattr(units, "train_method", lambda cfg, method, *a, **kw: trained.append(method) or real(
         cfg, method, *a, **kw))
@@ -287,7 +289,7 @@ def test_reproduce_usage_errors_are_one_line(capsys):
 
 def test_frontier_rows_derived_from_the_panel_equal_running_the_frontier_unit():
     from localstdp.data import load_dataset
-    from localstdp.units import frontier_row_from_panel, frontier_unit, panel_unit
+    from localstdp.evaluation.units import frontier_row_from_panel, frontier_unit, panel_unit
 
     cfg = tiny_cfg("mnist-3v5")
     s = tiny(seeds=1, methods=("local", "backprop"), epochs=2)

@@ -338,12 +338,12 @@ def test_bench_refuses_to_replace_a_tracked_file_without_force(tmp_path, monkeyp
 
 
 def test_without_git_bench_refuses_any_existing_file(tmp_path, monkeypatch, capsys):
-    import localstdp.bench_cli
+    import localstdp.cli.bench
 
     def no_git(*a, **kw):
         raise FileNotFoundError("git")
 
-    monkeypatch.setattr(localstdp.bench_cli.subprocess, "run", no_git)
+    monkeypatch.setattr(localstdp.cli.bench.subprocess, "run", no_git)
     (tmp_path / "old.json").write_text("{}")
     code, _, err = cli(["bench", "--out", tmp_path / "old.json"], capsys)
     assert code == 2 and "exists (git cannot tell whether it is committed); pass --force" in one_line(err)

@@ -208,7 +208,7 @@ def test_ff_scorer_is_the_prediction_and_is_differentiable():
         (fast * w).sum().backward()
         (ref * w).sum().backward()
         torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-6)
-    from localstdp.bounds import certified_correct
+    from localstdp.robustness.bounds import certified_correct
 
     with pytest.raises(ValueError):  # bounds of the MLP's logits say nothing about the goodness
         certified_correct(scorer, x.numpy(), y.numpy(), 0.05)

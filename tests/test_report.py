@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from localstdp.analysis import summarise
-from localstdp.experiments import pack
-from localstdp.report import markdown, write_report
+from localstdp.evaluation.analysis import summarise
+from localstdp.evaluation.report import markdown, write_report
+from localstdp.evaluation.settings import pack
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 400
@@ -90,7 +90,7 @@ def test_readme_result_sentences_come_from_the_committed_results():
     res = json.loads(path.read_text())
     expected = "".join(f"- {s}\n" for t in res["claims"] for s in res["claims"][t]["sentences"])
     assert m.group(1) == expected
-    from localstdp.report import readme_tables
+    from localstdp.evaluation.report import readme_tables
 
     tables = re.search(r"<!-- tables:begin -->\n(.*?)<!-- tables:end -->", readme, re.S)
     assert tables and tables.group(1) == readme_tables(res)

@@ -81,13 +81,15 @@ def test_public_names_still_import():
     assert load_config is config_load and MLP is ModelMLP
     assert callable(build_model) and "local" in LEARNERS and ExperimentConfig and RuleParams
     assert set(localstdp.__all__) <= set(dir(localstdp))
+    assert set(localstdp.__all__) == set(localstdp._LAZY) | {"__version__"}
     with pytest.raises(AttributeError):
         localstdp.no_such_name  # noqa: B018
 
 
 def test_registry_is_what_the_library_uses():
-    from localstdp import config, experiments, methods, registry
+    from localstdp import config, registry
+    from localstdp.evaluation import methods, plan
 
-    assert experiments.TASKS is registry.TASKS and experiments.SUITES is registry.SUITES
+    assert plan.TASKS is registry.TASKS and plan.SUITES is registry.SUITES
     assert config.PANEL_METHODS is registry.PANEL_METHODS == tuple(methods.PANEL)
     assert set(registry.SUITES["extended"]) <= set(registry.TASKS)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from localstdp import stats as st
+from localstdp.evaluation import stats as st
 
 Z975 = sps.norm.ppf(0.975)
 
@@ -24,7 +24,7 @@ def _pair(rng, s, n, a_only, b_only, both=0.78):
 
 
 # ---------------------------------------------------------------------------------------------
-# over-seed statistics (copied from experiments.py)
+# over-seed statistics (copied from the former experiments.py)
 
 
 def test_describe_matches_scipy():

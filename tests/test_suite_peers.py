@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from localstdp.cli import build_parser, main
-from localstdp.cli_reproduce import SUITE_DEFAULTS, suite_defaults
+from localstdp.cli.reproduce import SUITE_DEFAULTS, suite_defaults
 from localstdp.config import load_config
-from localstdp.experiments import resolve_tasks
-from localstdp.methods import method_config
+from localstdp.evaluation.methods import method_config
+from localstdp.evaluation.plan import resolve_tasks
 from localstdp.registry import PEER_RULES, SUITES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def test_suite_defaults_seeds_methods_and_no_frontier():
 
 
 def test_the_command_line_hands_the_suite_defaults_to_the_grid(monkeypatch, capsys):
-    import localstdp.experiments as E
+    from localstdp.evaluation import grid
 
     seen = {}
 
@@ -67,7 +67,7 @@ def test_the_command_line_hands_the_suite_defaults_to_the_grid(monkeypatch, caps
         seen.update(tasks=list(cfgs), settings=settings, jobs=kw["jobs"])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(E, "run_grid", fake_run_grid)
+    monkeypatch.setattr(grid, "run_grid", fake_run_grid)  # where cli/reproduce looks it up
     rc = main(["reproduce", "--suite", "peers", "--out", "unused-dir", "--jobs", "1", "--no-progress"])
     assert rc == 130 and seen["tasks"] == SUITE_TASKS and seen["jobs"] == 1
     s = seen["settings"]

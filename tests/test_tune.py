@@ -13,13 +13,13 @@ from localstdp.cli import main
 from localstdp.config import ExperimentConfig, config_from_dict, parse_set
 from localstdp.data import load_dataset
 from localstdp.errors import ConfigError
-from localstdp.experiments import task_config
-from localstdp.methods import closest_epoch, method_config, selected_epoch
+from localstdp.evaluation.methods import closest_epoch, method_config, selected_epoch
+from localstdp.evaluation.plan import task_config
+from localstdp.evaluation.tune import apply_point, parse_grid, tune
 from localstdp.model import build_model
 from localstdp.rules import LEARNERS, RuleParams
 from localstdp.rules.backprop import BackpropParams
 from localstdp.train import train
-from localstdp.tune import apply_point, parse_grid, tune
 
 
 def test_parse_grid_and_set():

@@ -18,13 +18,24 @@ _LAZY = {
     "LocalLearner": "learner",
     "LEARNERS": "rules",
     "RuleParams": "rules",
+    "load_run": "train",
+    "GridSettings": "evaluation.settings",
+    "run_grid": "evaluation.grid",
+    "AttackSettings": "robustness.suite",
+    "attack_suite": "robustness.suite",
+    "certified_accuracy": "robustness.bounds",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from .config import ExperimentConfig, load_config
+    from .evaluation.grid import run_grid
+    from .evaluation.settings import GridSettings
     from .learner import LocalLearner
     from .model import MLP, build_model
+    from .robustness.bounds import certified_accuracy
+    from .robustness.suite import AttackSettings, attack_suite
     from .rules import LEARNERS, RuleParams
+    from .train import load_run
 
 
 def __getattr__(name: str) -> Any:
@@ -40,4 +51,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["LEARNERS", "MLP", "ExperimentConfig", "LocalLearner", "RuleParams", "__version__", "build_model", "load_config"]
+__all__ = [  # = _LAZY's names and __version__ (tests/test_startup.py checks they agree)
+    "LEARNERS", "MLP", "AttackSettings", "ExperimentConfig", "GridSettings", "LocalLearner", "RuleParams",
+    "__version__", "attack_suite", "build_model", "certified_accuracy", "load_config", "load_run", "run_grid",
+]

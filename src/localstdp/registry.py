@@ -1,8 +1,8 @@
 """Names the command line needs before any work: tasks, suites and panel methods.
 
 Plain data, no imports, so that building the ``localstdp`` argument parser (and ``--help``,
-``--version``) does not load torch, numpy or scikit-learn. ``localstdp.experiments`` and
-``localstdp.config`` re-export these names.
+``--version``) does not load torch, numpy or scikit-learn. ``localstdp.config`` re-exports
+PANEL_METHODS; ``localstdp.evaluation.plan`` reads TASKS and SUITES.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ TASKS: dict[str, str] = {
 SUITES: dict[str, tuple[str, ...]] = {
     "paper": ("iris-1v2", "mnist-0v1", "mnist-3v5", "mnist-4v9"),
     "extended": ("iris-1v2", "mnist-0v1", "mnist-3v5", "mnist-4v9", "mnist-10", "digits-10", "fashion-mnist"),
-    # the peer local rules beside ours (issue 14; defaults: cli_reproduce.SUITE_DEFAULTS)
+    # the peer local rules beside ours (issue 14; defaults: cli/reproduce.py SUITE_DEFAULTS)
     "peers": ("iris-1v2", "mnist-0v1", "mnist-3v5", "mnist-4v9", "mnist-10", "fashion-mnist"),
 }
 

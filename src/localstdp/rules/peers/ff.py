@@ -73,7 +73,7 @@ class FFScorer(nn.Module):
 
     It shares the MLP's ``layers`` (the same ModuleList: its state_dict has the MLP's keys, so
     the MLP's saved states load into it) and has the MLP's ``widths``. It is not an MLP: the
-    activation is ``act``, not ``f``, so localstdp.bounds (which would bound the MLP's logits, not
+    activation is ``act``, not ``f``, so localstdp.robustness.bounds (which would bound the MLP's logits, not
     the goodness) refuses it."""
 
     def __init__(self, model: MLP):

@@ -1,4 +1,4 @@
-"""``localstdp tune``: choose one method's settings on the validation split (see localstdp.tune).
+"""``localstdp tune``: choose one method's settings on the validation split (see localstdp.evaluation.tune).
 
 Registered in :data:`localstdp.cli.SUBCOMMANDS`; parses, calls the library, prints.
 """
@@ -9,7 +9,7 @@ import sys
 
 
 def _add_tune(sub) -> None:
-    from .registry import PANEL_METHODS  # plain data: --help loads no torch
+    from ..registry import PANEL_METHODS  # plain data: --help loads no torch
 
     p = sub.add_parser("tune", help="choose a method's settings by mean validation accuracy over seeds")
     p.add_argument("--config", required=True, help="TOML config file")
@@ -25,8 +25,8 @@ def _add_tune(sub) -> None:
 
 
 def cmd_tune(args) -> int:
-    from .config import load_config
-    from .tune import parse_grid, tune, write_tune
+    from ..config import load_config
+    from ..evaluation.tune import parse_grid, tune, write_tune
 
     cfg = load_config(args.config).with_sets(args.set)
     grid = parse_grid(args.grid)

@@ -13,12 +13,13 @@ flops(backprop) / flops(rate) ~= 1.28. The benchmark measures, with warm-up, int
   shapes, same order, preallocated outputs) timed in the same repeats;
 - peak memory of one training step of each method; time per batch against width and batch size;
 - the cost and the error of the timing mode against K;
-- ``--configs`` (bench_configs.py): one epoch of every shipped config, the local rule against backprop on
+- ``--configs`` (configs.py): one epoch of every shipped config, the local rule against backprop on
   the config's own network and data; ``--rules``: the peer local rules beside ours and backprop.
 
 Data are synthetic and MNIST-shaped (784 features in [0, 1], 10 classes): the cost does not
 depend on the values. Library code: it returns a dict and writes files; the CLI prints. The
-measuring machinery is in bench_core.py, the markdown report in bench_report.py.
+measuring machinery is in core.py, the markdown report in report.py, the workload (BenchSpec,
+FLOPs, learners) in workload.py.
 """
 
 from __future__ import annotations
@@ -26,109 +27,27 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 
 import torch
 
-from .bench_core import (  # noqa: F401  (re-exported: the measuring machinery)
-    interleaved,
-    load_average,
-    machine_info,
-    op_breakdown,
-    paired_ratio,
-    peak_step_memory,
-    stepper,
-    sync,
-    write_json,
-)
-from .bench_report import plot_width, render_markdown, write_report  # noqa: F401  (re-exported)
-from .errors import LocalSTDPError
-from .model import build_model
-from .rules import Backprop, BackpropParams, LocalRule, RuleParams
-from .rules.timing import binned_error_bound, timing_binned, timing_direct
+from ..errors import LocalSTDPError
+from ..model import build_model
+from ..rules import RuleParams
+from ..rules.timing import binned_error_bound, timing_binned, timing_direct
+from .core import interleaved, load_average, machine_info, op_breakdown, paired_ratio, peak_step_memory, stepper
+from .workload import N_CLASSES, N_FEATURES, QUICK, BenchSpec, make_learner, method_flops, synthetic_batches
 
 log = logging.getLogger(__name__)
 
-N_FEATURES, N_CLASSES = 784, 10
 TARGETS = {"rate_vs_backprop_speedup": (">=", 1.25), "gemm_efficiency": (">=", 0.90), "timing_vs_rate_cost": ("<=", 4.0)}
 CONFIG_TARGET = (">=", 1.25)  # every shipped config: local rule / backprop throughput, at every thread count
 METHODS = ("rate", "backprop", "timing")
 
 
-@dataclass(frozen=True)
-class BenchSpec:
-    """What to measure. hidden/batch: the headline net and batch; epoch_batches: batches per
-    timed epoch; repeats: interleaved timed repeats after ``warmup`` untimed ones; time_bins: K of
-    the timing mode in the headline (default: RuleParams' default); scale_*: the width and batch sweeps (time per batch);
-    bins_sweep: the K values whose cost and error are measured; lr: both methods' learning rate."""
-
-    hidden: tuple[int, ...] = (1024, 1024)
-    batch: int = 256
-    epoch_batches: int = 20
-    repeats: int = 7
-    warmup: int = 1
-    time_bins: int = RuleParams.time_bins  # the library default (32): what a user who sets mode = "timing" gets
-    scale_widths: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
-    scale_batches: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
-    scale_methods: tuple[str, ...] = ("rate", "backprop", "timing")
-    scale_steps: int = 3
-    scale_repeats: int = 3
-    bins_sweep: tuple[int, ...] = (2, 4, 8, 16, 32)
-    bins_steps: int = 3
-    lr: float = 0.05
-    seed: int = 0
-
-
-QUICK = BenchSpec(epoch_batches=6, repeats=5, scale_widths=(256, 1024, 4096), scale_batches=(32, 256, 1024),
-                  scale_methods=("rate", "backprop"), scale_steps=1, scale_repeats=3, bins_sweep=(2, 4, 8, 32),
-                  bins_steps=2)
-
-
 # ------------------------------------------------------------------------------------------------
 # pieces
 # ------------------------------------------------------------------------------------------------
-
-
-def layer_flops(widths: list[int], batch: int) -> list[int]:
-    """2 * batch * n_in * n_out: the FLOPs of one GEMM of each layer."""
-    return [2 * batch * a * b for a, b in zip(widths[:-1], widths[1:])]
-
-
-def method_flops(method: str, widths: list[int], batch: int, time_bins: int = 1) -> int:
-    """GEMM FLOPs of one training step (elementwise work is not counted)."""
-    f = layer_flops(widths, batch)
-    if method == "rate":
-        return 2 * sum(f)
-    if method == "backprop":
-        return 2 * sum(f) + sum(f[1:])  # + the error GEMM of every layer but the first
-    if method == "timing":
-        return sum(f) * (1 + time_bins)  # forward + the (K * batch)-inner update GEMM
-    raise ValueError(f"unknown method {method!r}")
-
-
-def make_learner(method: str, widths: list[int], spec: BenchSpec, device: torch.device, time_bins: int | None = None):
-    """A fresh model (same seed for every method) and its learner on ``device``."""
-    model = build_model(widths[0], widths[1:-1], widths[-1], "sigmoid", spec.seed).to(device)
-    if method == "backprop":
-        return Backprop(model, BackpropParams(optimizer="sgd", lr=spec.lr, momentum=0.0), widths[-1], spec.seed)
-    if method == "rate":
-        params = RuleParams(eta=spec.lr, mode="rate")
-    elif method == "timing":
-        params = RuleParams(eta=spec.lr, mode="timing", timing_backend="binned",
-                            time_bins=spec.time_bins if time_bins is None else time_bins)
-    else:
-        raise ValueError(f"unknown method {method!r}")
-    rule = LocalRule(model, params, widths[-1], spec.seed)
-    rule.associations = [A.to(device) for A in rule.associations]
-    return rule
-
-
-def synthetic_batches(n_batches: int, batch: int, n_features: int, device: torch.device, seed: int = 0):
-    """MNIST-shaped batches: features uniform in [0, 1], labels uniform over 10 classes."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n_batches, batch, n_features, generator=g).to(device)
-    y = torch.randint(0, N_CLASSES, (n_batches, batch), generator=g).to(device)
-    return list(zip(x.unbind(0), y.unbind(0)))
 
 
 class GemmReference:
@@ -251,17 +170,17 @@ def bins_sweep(spec: BenchSpec, device: torch.device) -> list[dict]:
 
 def run_device(spec: BenchSpec, device: torch.device, configs=None, rules: list[str] | None = None) -> dict:
     """Everything measured on one device at one thread count: headline, K sweep, scaling, and when
-    asked the shipped configs (``configs``: a bench_configs.ConfigSpec) and the peer ``rules``."""
+    asked the shipped configs (``configs``: a configs.ConfigSpec) and the peer ``rules``."""
     t0 = time.perf_counter()
     res = {"machine": machine_info(device), "headline": headline(spec, device)}
     res["time_bins_sweep"] = bins_sweep(spec, device)
     res["scaling"] = scaling(spec, device)
     if rules:
-        from .bench_configs import bench_rules
+        from .configs import bench_rules
 
         res["rules"] = bench_rules(rules, spec, device)
     if configs is not None:
-        from .bench_configs import bench_configs, bench_fields
+        from .configs import bench_configs, bench_fields
 
         res["configs"] = bench_configs(configs, device)
         res["receptive_fields"] = bench_fields(configs, device)
@@ -276,7 +195,7 @@ def run_bench(quick: bool = False, device: str = "auto", spec: BenchSpec | None 
 
     ``threads``: CPU thread counts to measure in turn (default: torch's current setting); each
     gets its own entry, "cpu" for the first and "cpu-<n>t" for the others. ``configs``: a
-    bench_configs.ConfigSpec (True: one epoch of every shipped config, or a few batches when
+    configs.ConfigSpec (True: one epoch of every shipped config, or a few batches when
     ``quick``); ``rules``: peer rules to time beside ours and backprop. Returns the JSON-ready
     result; the headline keys and ``configs`` (speedup, local_s, backprop_s, peak_mib per config)
     at the top level come from the first entry measured."""
@@ -284,7 +203,7 @@ def run_bench(quick: bool = False, device: str = "auto", spec: BenchSpec | None 
     if overrides:
         spec = replace(spec, **overrides)
     if configs is True:
-        from .bench_configs import QUICK_CONFIGS, ConfigSpec
+        from .configs import QUICK_CONFIGS, ConfigSpec
 
         configs = QUICK_CONFIGS if quick else ConfigSpec()
     if device not in ("auto", "cpu", "cuda"):
@@ -294,7 +213,7 @@ def run_bench(quick: bool = False, device: str = "auto", spec: BenchSpec | None 
     if threads is not None and (not threads or any(n < 1 for n in threads)):
         raise LocalSTDPError(f"threads = {threads!r}: expected positive thread counts")
     if configs is not None or rules:
-        from .bench_configs import check_names
+        from .configs import check_names
 
         check_names(configs, rules)
     runs: list[tuple[str, str, int | None]] = []
@@ -325,7 +244,7 @@ def run_bench(quick: bool = False, device: str = "auto", spec: BenchSpec | None 
         result[key] = first["headline"][key]
     result["targets_met"] = {k: (result[k] >= v if op == ">=" else result[k] <= v) for k, (op, v) in TARGETS.items()}
     if configs is not None:
-        from .bench_configs import summary
+        from .configs import summary
 
         result["configs"] = summary(first["configs"])
         low = CONFIG_TARGET[1]

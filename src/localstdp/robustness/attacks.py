@@ -1,7 +1,7 @@
 """The attack primitives of the suite, each on the ORDINARY ``nn.Module`` forward (logits),
 differentiated by torch.autograd through IBM ART: FGSM, PGD (cross-entropy and margin), Square,
 AutoAttack's components (APGD-CE, APGD margin / DLR, Square or random search), random search,
-sign noise, and the per-example correctness they are scored by. ``robustness.py`` composes them into
+sign noise, and the per-example correctness they are scored by. ``suite.py`` composes them into
 the suite and the gradient-masking checks (what each attack is and why: its docstring).
 """
 

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import LocalSTDPError
+from ..errors import LocalSTDPError
 
 
 def _mib(n: int) -> str:

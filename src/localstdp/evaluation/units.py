@@ -1,7 +1,7 @@
 """The units of ``reproduce``: one seed of a task's panel, one frontier point and seed.
 
-A panel unit trains every panel method of one seed (localstdp.methods), attacks each model
-(localstdp.robustness) and certifies it (localstdp.bounds), transfers every other model's PGD
+A panel unit trains every panel method of one seed (localstdp.evaluation.methods), attacks each model
+(localstdp.robustness.suite) and certifies it (localstdp.robustness.bounds), transfers every other model's PGD
 examples to it, takes the per-example worst case and the masking checks, and runs the matched-
 accuracy comparisons (kept epoch weights, chosen on validation). It is made of one part per method
 (:func:`panel_method`: train, attack, and the matched comparison with the local rule, whose part
@@ -19,38 +19,18 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, model_tensors, save_checkpoint
-from .config import ExperimentConfig
-from .data import Dataset
-from .errors import CheckpointError
+from ..checkpoint import load_checkpoint, model_tensors, save_checkpoint
+from ..config import ExperimentConfig
+from ..data import Dataset
+from ..errors import CheckpointError
+from ..robustness.suite import SuiteResult, add_transfer, add_worst, attack_suite, correct, eps_key, masking_checks
+from ..train import MODEL, load_run, train
 from .methods import PANEL, closest_epoch, method_config, selected_epoch
-from .robustness import SuiteResult, add_transfer, add_worst, attack_suite, correct, eps_key, masking_checks
-from .train import MODEL, load_run, train
-
-if TYPE_CHECKING:
-    from .experiments import GridSettings
-
-
-def attack_indices(n_test: int, n_attack: int | None, seed: int = 20201124) -> np.ndarray:
-    """The attacked test examples: all of them, or a fixed seeded subset of ``n_attack``."""
-    if n_attack is None or n_attack >= n_test:
-        return np.arange(n_test)
-    return np.sort(np.random.default_rng(seed).choice(n_test, size=n_attack, replace=False))
-
-
-def pack(bits: np.ndarray) -> str:
-    """A bool vector as a hex string (results.json keeps per-example correctness compactly)."""
-    return np.packbits(np.asarray(bits, dtype=bool)).tobytes().hex()
-
-
-def unpack(hexstr: str, n: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(bytes.fromhex(hexstr), dtype=np.uint8))[:n].astype(bool)
-
+from .settings import GridSettings, attack_indices, pack, unpack
 
 # ---------------------------------------------------------------------------------------------
 # one model
@@ -102,7 +82,7 @@ def _attack(model, ds: Dataset, idx: np.ndarray, settings: GridSettings, eps: Se
     res = attack_suite(model, x, y, ds.input_shape, ds.n_classes,
                        dataclasses.replace(settings.attacks, eps=tuple(eps)), seed=seed, progress=say)
     if settings.certify:
-        from .bounds import certified_correct, supports
+        from ..robustness.bounds import certified_correct, supports
 
         if supports(model):  # not for e.g. Forward-Forward's label scorer: no bound, no entry
             res.correct["certified"] = {eps_key(e): certified_correct(model, x, y, e) for e in eps}

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_text
-from .config import ExperimentConfig, _merge, config_from_dict, nested
-from .data import Dataset, load_dataset
-from .errors import ConfigError, OutputError
+from ..checkpoint import atomic_write_text
+from ..config import ExperimentConfig, _merge, config_from_dict, nested
+from ..data import Dataset, load_dataset
+from ..errors import ConfigError, OutputError
+from ..train import train
 from .methods import PANEL, method_config, selected_epoch
-from .train import train
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list]:

@@ -4,7 +4,7 @@ Everything here is a function of the results dict (rows with per-example correct
 results.json can be re-analysed and its sentences re-generated without training anything.
 
 Per task and method: mean, std and 95% t CI over seeds, and a 95% bootstrap CI over seeds AND test
-examples (localstdp.stats). Local vs each baseline: a two-level paired bootstrap of the difference
+examples (localstdp.evaluation.stats). Local vs each baseline: a two-level paired bootstrap of the difference
 (seeds x test examples), the paired t-test over seeds beside it, Holm's correction over the whole
 family of comparisons of the run (every task x baseline x metric), and for clean accuracy a TOST
 equivalence test with the task's ``evaluation.equivalence_margin``. A significant difference is
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import stats
-from .units import unpack
+from .settings import unpack
 
 HEADLINE = "0.1"
 ALPHA = 0.05

@@ -42,9 +42,9 @@ def _accuracy(matrix: list[list[int]]) -> float | None:
 
 def evaluate_run(run: str | Path, split: str = "test") -> dict:
     """The evaluation record of a finished run (what ``--json`` prints)."""
-    from .data import load_dataset
-    from .errors import ConfigError, LocalSTDPError
-    from .train import load_run
+    from ..data import load_dataset
+    from ..errors import ConfigError, LocalSTDPError
+    from ..train import load_run
 
     cfg, model, method = load_run(run)
     ds = load_dataset(cfg.data)
@@ -102,7 +102,7 @@ def plot_confusion(res: dict, path: str | Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .errors import OutputError
+    from ..errors import OutputError
 
     m, labels = res["confusion_matrix"], [str(c) for c in res["classes"]]
     k = len(labels)

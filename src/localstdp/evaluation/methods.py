@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import PANEL_METHODS, ExperimentConfig
-from .errors import ConfigError
-from .registry import DEFAULT_METHODS
+from ..config import PANEL_METHODS, ExperimentConfig
+from ..errors import ConfigError
+from ..registry import DEFAULT_METHODS
 
 
 @dataclass(frozen=True)

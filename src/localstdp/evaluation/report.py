@@ -1,7 +1,7 @@
 """Tables and plots of a ``reproduce`` results dict: results.json, results.md and PNG figures.
 
 Plots use matplotlib's Agg backend (no display needed). Every number printed comes from the
-results dict (localstdp.analysis computed the statistics); nothing here computes a new one.
+results dict (localstdp.evaluation.analysis computed the statistics); nothing here computes a new one.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint import atomic_write_text
 from .analysis import format_p, frontier_phrase
-from .checkpoint import atomic_write_text
 
 ATTACK_ORDER = ("fgsm", "pgd", "autoattack", "square", "random_search", "transfer", "noise", "worst", "certified")
 METHOD_COLORS = {"local": "tab:blue", "backprop": "tab:red", "backprop-wd": "tab:orange", "backprop-es": "tab:purple",

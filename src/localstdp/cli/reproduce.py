@@ -1,6 +1,6 @@
 """``localstdp reproduce``: the panel (local rule vs the backprop baselines) and the frontier.
 
-Registered in :data:`localstdp.cli.SUBCOMMANDS`; parses, calls experiments/report, prints.
+Registered in :data:`localstdp.cli.SUBCOMMANDS`; parses, calls localstdp.evaluation (grid, report), prints.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from .registry import PEER_RULES
+from ..registry import PEER_RULES
 
 # Per-suite defaults of --seeds, --frontier-seeds and --methods (what the suite is for), used when the
 # tasks come from --suite and the option is not given; an explicit option always wins. Without an
@@ -32,7 +32,7 @@ def suite_defaults(args) -> dict:
 
 
 def _add_reproduce(sub) -> None:
-    from .registry import DEFAULT_METHODS, PANEL_METHODS, SUITES, TASKS  # plain data: --help loads no torch
+    from ..registry import DEFAULT_METHODS, PANEL_METHODS, SUITES, TASKS  # plain data: --help loads no torch
 
     p = sub.add_parser("reproduce", help="train the panel on every task x seed, attack and certify the models, "
                        "sweep the robustness-accuracy frontier, write tables/plots")
@@ -65,11 +65,13 @@ def _add_reproduce(sub) -> None:
 
 
 def cmd_reproduce(args) -> int:
-    from .errors import ConfigError
-    from .experiments import GridSettings, resolve_tasks, run_grid, task_config
-    from .methods import resolve_methods
-    from .report import write_report
-    from .robustness import AttackSettings
+    from ..errors import ConfigError
+    from ..evaluation.grid import run_grid
+    from ..evaluation.methods import resolve_methods
+    from ..evaluation.plan import resolve_tasks, task_config
+    from ..evaluation.report import write_report
+    from ..evaluation.settings import GridSettings
+    from ..robustness.suite import AttackSettings
 
     try:
         extra = {"autoattack": False} if args.no_autoattack else {}

@@ -9,7 +9,7 @@ same test example. Accuracy is ``x.mean()``; the compared quantity is ``diff = m
 Definitions
 -----------
 ``describe`` / ``paired_test``
-    Over-seed summaries (copied unchanged from ``experiments.py``): mean, sample std (ddof=1) and
+    Over-seed summaries (copied unchanged from the former ``experiments.py``): mean, sample std (ddof=1) and
     the 95 % Student-t interval ``mean +- t_{0.975, n-1} s / sqrt(n)``; the paired t-test of the
     per-seed differences (``scipy.stats.ttest_rel``). They see only seed-to-seed variation: the
     finite test set is treated as fixed.
@@ -114,7 +114,7 @@ _CHUNK_ELEMENTS = 2_000_000
 
 
 # ---------------------------------------------------------------------------------------------
-# over seeds (unchanged from experiments.py)
+# over seeds (unchanged from the former experiments.py)
 
 
 def describe(values: Sequence[float]) -> dict:

@@ -1,4 +1,4 @@
-"""The ``localstdp bench`` subcommand (registered in cli.py): runs :mod:`localstdp.bench`, prints.
+"""The ``localstdp bench`` subcommand (registered in cli/__init__.py): runs :mod:`localstdp.bench`, prints.
 
 Outputs default to ``bench-out/`` (not tracked); an output that would replace a file git tracks
 (the committed BENCHMARKS.md, benchmarks/bench.json, ...) is refused unless ``--force``."""
@@ -10,7 +10,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from .errors import ConfigError, OutputError
+from ..errors import ConfigError, OutputError
 
 DEFAULT_DIR = "bench-out"  # untracked (.gitignore): a documented command never replaces committed files
 
@@ -65,7 +65,7 @@ def refuse_to_replace(paths: list[str | Path], force: bool) -> None:
 
 
 def cmd_bench(args) -> int:
-    from .bench import TARGETS, run_bench, write_json, write_report
+    from ..bench import TARGETS, run_bench, write_json, write_report
 
     if args.report:
         plot = args.plot or str(Path(args.md).with_name(Path(args.report).stem + "_width.png"))
@@ -95,7 +95,7 @@ def cmd_bench(args) -> int:
             raise ConfigError(f"bench: --threads {args.threads!r}: expected integers such as 1,2") from None
     configs = None
     if args.configs is not None:
-        from .bench_configs import QUICK_CONFIGS, ConfigSpec
+        from ..bench import QUICK_CONFIGS, ConfigSpec
 
         configs = dataclasses.replace(QUICK_CONFIGS if args.quick else ConfigSpec(), only=tuple(args.configs) or None)
     refuse_to_replace([args.out], args.force)

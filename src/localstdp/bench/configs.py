@@ -29,11 +29,11 @@ from pathlib import Path
 
 import torch
 
-from .bench_core import interleaved, load_average, op_breakdown, paired_ratio, peak_step_memory
+from .core import interleaved, load_average, op_breakdown, paired_ratio, peak_step_memory
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # localstdp/configs
 QUICK_BATCHES = 20
 MIB = 2**20
 
@@ -68,9 +68,9 @@ def arms_for(cfg) -> list[str]:
 
 def build_arm(arm: str, cfg, ds, device: torch.device):
     """A fresh network of ``cfg`` (the same weights for every arm) and the learner of ``arm``."""
-    from .model import build_network
-    from .rules import BackpropParams
-    from .train import make_learner
+    from ..model import build_network
+    from ..rules import BackpropParams
+    from ..train import make_learner
 
     model = build_network(cfg.model, ds.n_features, ds.n_classes, cfg.train.seed).to(device)
     if arm == "backprop-sgd":
@@ -94,10 +94,10 @@ def _describe(cfg, model) -> str:
 
 def bench_config(name: str, spec: ConfigSpec, device: torch.device) -> dict:
     """One config's arms, interleaved: per-repeat seconds, epoch seconds, speed-ups, peak memory."""
-    from .config import load_config
-    from .data import load_dataset
-    from .errors import LocalSTDPError
-    from .train import schedule_lr
+    from ..config import load_config
+    from ..data import load_dataset
+    from ..errors import LocalSTDPError
+    from ..train import schedule_lr
 
     cfg = load_config(CONFIG_DIR / f"{name}.toml")
     try:
@@ -161,8 +161,8 @@ def bench_config(name: str, spec: ConfigSpec, device: torch.device) -> dict:
 
 def check_names(spec: ConfigSpec | None, rules: list[str] | None) -> None:
     """ConfigError (a usage error, before any measuring) for an unknown config or rule name."""
-    from .errors import ConfigError
-    from .rules import PEERS
+    from ..errors import ConfigError
+    from ..rules import PEERS
 
     unknown = sorted(set(spec.only or ()) - set(shipped_configs())) if spec is not None else []
     if unknown:
@@ -200,15 +200,15 @@ def summary(configs: dict) -> dict:
 
 
 def bench_rules(rules: list[str], spec, device: torch.device) -> dict:
-    """Every rule in ``rules`` on the headline network (``spec``: bench.BenchSpec), interleaved.
+    """Every rule in ``rules`` on the headline network (``spec``: workload.BenchSpec), interleaved.
 
     ``local`` is the rate-mode rule, ``backprop`` plain SGD, and every peer rule (rules/peers) runs
     with plain SGD too (PeerParams(optimizer="sgd", momentum=0)), so the times differ by the rule's
     own work alone. Returns seconds per epoch, each rule's speed-up over backprop and its cost
     relative to the local rule (medians of per-repeat ratios), and peak step memory."""
-    from .bench import N_CLASSES, N_FEATURES, make_learner, synthetic_batches
-    from .model import build_model
-    from .rules import LEARNERS, PeerParams
+    from ..model import build_model
+    from ..rules import LEARNERS, PeerParams
+    from .workload import N_CLASSES, N_FEATURES, make_learner, synthetic_batches
 
     check_names(None, rules)
     rules = list(dict.fromkeys(["local", "backprop", *rules]))
@@ -251,9 +251,9 @@ def bench_fields(spec: ConfigSpec, device: torch.device, repeats: int = 5, steps
     """For every shipped config with receptive fields: one first-layer step of each method, dense
     masked (what runs) against banded (fields.py), interleaved. local: forward + the exact centred
     update; backprop: forward + autograd backward. Milliseconds per step (medians) and ratios."""
-    from .config import load_config
-    from .fields import banded_linear, banded_rate_update_, field_bands
-    from .model import receptive_field_mask
+    from ..config import load_config
+    from ..fields import banded_linear, banded_rate_update_, field_bands
+    from ..model import receptive_field_mask
 
     out = {}
     for name in (list(spec.only) if spec.only else shipped_configs()):
