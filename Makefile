@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SEEDS ?= 5
 OUT ?= results
 
-.PHONY: install test test-all reproduce lint clean
+.PHONY: install test test-all reproduce lint wheel-check clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ reproduce: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts examples
+
+# build the wheel, install it into a fresh venv and run train / reproduce by name from an empty directory
+wheel-check: $(STAMP)
+	PYTHON=$(PYTHON) BUILD_PY=$(BIN)/python scripts/wheel-check.sh
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -363,12 +363,18 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate a TOML config; every problem is a one-line :class:`ConfigError`."""
-    path = Path(path)
+    """Read and validate a TOML config; every problem is a one-line :class:`ConfigError`. A bare name
+    (``iris``) that is no file here is the shipped config of that name (:mod:`localstdp.configs`)."""
+    from . import configs as shipped
+
+    name, path = os.fspath(path), Path(path)
+    if shipped.is_name(name) and not path.is_file() and name in shipped.names():
+        path = shipped.path(name)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        hint = " (nor a shipped config: `localstdp configs` lists them)" if shipped.is_name(name) else ""
+        raise ConfigError(f"config file not found: {path}{hint}") from None
     except IsADirectoryError:
         raise ConfigError(f"config path is a directory, not a TOML file: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:

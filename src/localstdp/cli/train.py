@@ -54,7 +54,8 @@ def _add_train(sub) -> None:
     from ..registry import LEARNER_NAMES  # plain data: --help loads no torch
 
     p = sub.add_parser("train", help="train one model (local rule, backprop or a peer rule) from a config")
-    p.add_argument("--config", required=True, help="TOML config file")
+    p.add_argument("--config", required=True,
+                   help="TOML config file, or a shipped config's name (e.g. iris; `localstdp configs` lists them)")
     p.add_argument("--rule", choices=LEARNER_NAMES, default="local",
                    help="training method (backprop-mse: sigmoid outputs, squared error to the rule's targets; "
                         "fa dfa drtp pepita ff: the peer rules of docs/peers.md); the config's "

@@ -12,7 +12,8 @@ def _add_tune(sub) -> None:
     from ..registry import PANEL_METHODS  # plain data: --help loads no torch
 
     p = sub.add_parser("tune", help="choose a method's settings by mean validation accuracy over seeds")
-    p.add_argument("--config", required=True, help="TOML config file")
+    p.add_argument("--config", required=True,
+                   help="TOML config file, or a shipped config's name (e.g. iris; `localstdp configs` lists them)")
     p.add_argument("--rule", required=True, choices=PANEL_METHODS, help="the method to tune")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="one axis of the grid, e.g. train.lr=0.05,0.1,0.2 (repeat for a product grid)")
