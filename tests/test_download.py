@@ -1,10 +1,13 @@
-"""Download, checksum verification and caching, against a local http.server on 127.0.0.1."""
+"""Download, checksum verification and caching (pooch underneath), against a local http.server on
+127.0.0.1 and file:// URLs: offline, nothing here leaves the machine."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import http.server
+import logging
+import socket
 import struct
 import threading
 from pathlib import Path
@@ -14,7 +17,15 @@ import pytest
 
 from localstdp.config import DataConfig
 from localstdp.data import load_dataset
-from localstdp.data.download import cache_subdir, digest_kind, download_file, fetch_idx, known_checksums
+from localstdp.data.download import (
+    KNOWN_CHECKSUMS,
+    REGISTRIES,
+    cache_subdir,
+    digest_kind,
+    download_file,
+    fetch_idx,
+    known_checksums,
+)
 from localstdp.data.idx import FILES
 from localstdp.errors import ConfigError, DataError
 
@@ -153,3 +164,51 @@ def test_known_checksums_and_config_checks():
     with pytest.raises(ConfigError, match="4 digests"):
         DataConfig(name="idx", url="http://x/", checksums=["a" * 32])
     assert DataConfig(name="idx", url="http://x/mnist/").path is None
+
+
+def test_registries_hold_the_published_digests():
+    for name, sums in KNOWN_CHECKSUMS.items():
+        assert list(REGISTRIES[name]) == [stem + ".gz" for stem in FILES.values()]
+        assert list(REGISTRIES[name].values()) == [f"md5:{d}" for d in sums]
+    assert REGISTRIES["mnist"]["train-images-idx3-ubyte.gz"] == "md5:f68b3c2dcbeaaa9fbdd348bbdeb94873"
+
+
+def test_download_is_quiet_and_a_stale_cache_entry_is_named(server, tmp_path, capfd, caplog):
+    root, base, hits = server
+    (root / "blob.bin").write_bytes(b"payload")
+    dest = tmp_path / "cache" / "blob.bin"
+    md5 = hashlib.md5(b"payload").hexdigest()
+    download_file(f"{base}/blob.bin", dest, md5)
+    assert capfd.readouterr().err == ""  # pooch's own INFO lines stay off stderr
+    dest.write_bytes(b"stale")
+    with caplog.at_level(logging.WARNING, logger="localstdp.data.download"):
+        download_file(f"{base}/blob.bin", dest, md5)
+    assert "cached file has the wrong md5 digest; downloading it again" in caplog.text
+    assert dest.read_bytes() == b"payload" and len(hits) == 2
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["blob.bin"]  # no temporary file left
+
+
+def test_unreachable_host_is_one_line(tmp_path):
+    with socket.socket() as s:  # a port on 127.0.0.1 that nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DataError, match=rf"^http://127.0.0.1:{port}/x: download failed \(\[Errno \d+\] ") as info:
+        download_file(f"http://127.0.0.1:{port}/x", tmp_path / "x", "0" * 32)
+    assert "\n" not in str(info.value) and "Max retries" not in str(info.value)
+    assert not (tmp_path / "x").exists()
+
+
+def test_fetch_idx_from_a_file_url(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    sums = _write_idx_set(src)
+    cache = tmp_path / "cache"
+    assert fetch_idx(src.as_uri(), cache, sums) == cache
+    assert [(cache / (s + ".gz")).read_bytes() for s in FILES.values()] == [
+        (src / (s + ".gz")).read_bytes() for s in FILES.values()]
+    stamp = [(cache / (s + ".gz")).stat().st_mtime_ns for s in FILES.values()]
+    (src / "train-images-idx3-ubyte.gz").unlink()  # cached: the source is not read again
+    fetch_idx(src.as_uri(), cache, sums)
+    assert [(cache / (s + ".gz")).stat().st_mtime_ns for s in FILES.values()] == stamp
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: download failed \(\[Errno 2\] "):
+        fetch_idx(src.as_uri(), tmp_path / "other", sums)

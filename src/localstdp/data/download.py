@@ -1,24 +1,25 @@
-"""Download files once, verify their checksums, and keep them in a cache directory.
+"""Download files once, verify their checksums, and keep them in a cache directory, through pooch.
 
 Used for the MNIST-format IDX files: ``fetch_idx(url)`` fetches the four standard files
 (train/t10k images/labels, ``.gz``) from a base URL into a cache directory and returns that
 directory, ready for :func:`localstdp.data.idx.load_idx_dir`.
 
-Every file is verified against an MD5 (32 hex digits) or SHA-256 (64 hex digits) digest before it
-is used: a download is written to ``NAME.part`` and renamed into place only when its length
-matches the server's Content-Length and its digest matches; otherwise the partial file is deleted
-and :class:`~localstdp.errors.DataError` names the URL and what went wrong. A cached file whose
-digest no longer matches is fetched again.
+pooch does the work: a registry of file name -> digest (:data:`REGISTRIES` holds the published
+MNIST and Fashion-MNIST digests), downloads to a temporary file in the cache directory, moved into
+place only when its MD5 (32 hex digits) or SHA-256 (64 hex digits) digest matches, and a cached
+file whose digest no longer matches is fetched again. What this module adds: ``file://`` URLs, the
+cache directory's default, and one :class:`~localstdp.errors.DataError` line naming the URL and
+what went wrong (HTTP status, truncated body, digest mismatch, unreachable host); nothing is left
+at the destination after a failure.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
+import contextlib
 import logging
 import os
 import re
-import urllib.error
+import shutil
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -63,59 +64,101 @@ def digest_kind(checksum: str) -> str:
     return "md5" if len(checksum) == 32 else "sha256"
 
 
-def file_digest(path: str | Path, kind: str) -> str:
-    h = hashlib.new(kind)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def registry(checksums: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """pooch's registry of the four gzipped IDX files: file name -> ``"md5:<digest>"`` (or sha256)."""
+    return {stem + ".gz": f"{digest_kind(c)}:{c.lower()}" for stem, c in zip(FILES.values(), checksums)}
+
+
+REGISTRIES = {name: registry(sums) for name, sums in KNOWN_CHECKSUMS.items()}
+
+
+def _copy_file_url(url: str, output_file: str, pooch) -> None:
+    """pooch downloader for ``file://`` URLs (pooch itself speaks http(s), ftp, sftp and doi)."""
+    with urllib.request.urlopen(url) as src, open(output_file, "wb") as dst:
+        shutil.copyfileobj(src, dst, _CHUNK)
+
+
+def _downloader(url: str, timeout: float):
+    if urllib.parse.urlsplit(url).scheme == "file":
+        return _copy_file_url
+    import pooch
+
+    return pooch.HTTPDownloader(progressbar=False, timeout=timeout, chunk_size=_CHUNK)
+
+
+def _chain(exc: BaseException):
+    """``exc`` and every exception behind it (causes, contexts, exceptions passed as arguments)."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__, *(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))]
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, in the words the socket or urllib3 used: "truncated download (...)", or
+    "download failed ([Errno 111] Connection refused)" rather than requests' whole retry story."""
+    chain = list(_chain(exc))
+    for e in chain:
+        if type(e).__name__ == "IncompleteRead":
+            partial = e.partial if isinstance(e.partial, int) else len(e.partial)
+            return f"truncated download ({partial} bytes received, {e.expected} missing)"
+    system = [e for e in chain if isinstance(e, OSError) and e.strerror]
+    reason = f"[Errno {system[-1].errno}] {system[-1].strerror}" if system else getattr(exc, "reason", None) or exc
+    return f"download failed ({reason})"
+
+
+@contextlib.contextmanager
+def _download_errors(url: str, checksum: str):
+    """pooch's and requests' exceptions as one DataError line; pooch's own log lines kept quiet."""
+    import pooch
+    import requests
+
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # pooch logs each download at INFO to stderr; ours does, under -v
+    kind = digest_kind(checksum)
+    try:
+        yield
+    except requests.HTTPError as exc:
+        raise DataError(f"{url}: HTTP {exc.response.status_code} {exc.response.reason}") from None
+    except ValueError as exc:  # pooch: "... does not match the known hash: expected X but got Y. ..."
+        if "known hash" not in str(exc):
+            raise DataError(f"{url}: download failed ({exc})") from None
+        got = re.search(r"but got (\w+)", str(exc))
+        raise DataError(f"{url}: {kind} checksum mismatch (got {got.group(1) if got else '?'}, expected "
+                        f"{checksum.lower()}); the file was deleted") from None
+    except (requests.RequestException, OSError) as exc:
+        raise DataError(f"{url}: {_reason(exc)}") from None
+    finally:
+        logger.setLevel(level)
+
+
+def _warn_if_stale(dest: Path, known_hash: str) -> None:
+    import pooch
+
+    kind, digest = known_hash.split(":")
+    if dest.is_file() and pooch.file_hash(str(dest), alg=kind) != digest:
+        log.warning("%s: cached file has the wrong %s digest; downloading it again", dest, kind)
 
 
 def download_file(url: str, dest: str | Path, checksum: str, *, timeout: float = 60.0) -> Path:
     """Fetch ``url`` to ``dest`` unless a file with the right ``checksum`` is already there.
 
     Raises DataError for an unreachable URL, an HTTP error, a truncated body or a digest mismatch;
-    nothing is left at ``dest`` (nor ``dest.part``) after a failure.
+    nothing is left at ``dest`` after a failure.
     """
-    kind = digest_kind(checksum)
+    import pooch
+
+    known = f"{digest_kind(checksum)}:{checksum.lower()}"
     dest = Path(dest)
-    if dest.is_file():
-        if file_digest(dest, kind) == checksum.lower():
-            log.info("cached: %s", dest)
-            return dest
-        log.warning("%s: cached file has the wrong %s digest; downloading it again", dest, kind)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    h = hashlib.new(kind)
-    got = 0
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as fh:
-            expected = resp.headers.get("Content-Length")
-            while chunk := resp.read(_CHUNK):
-                fh.write(chunk)
-                h.update(chunk)
-                got += len(chunk)
-        if expected is not None and got != int(expected):
-            raise DataError(f"{url}: truncated download ({got} of {expected} bytes)")
-        if h.hexdigest() != checksum.lower():
-            raise DataError(f"{url}: {kind} checksum mismatch (got {h.hexdigest()}, expected {checksum.lower()}); "
-                            "the file was deleted")
-        os.replace(part, dest)
-    except http.client.IncompleteRead as exc:
-        part.unlink(missing_ok=True)
-        raise DataError(f"{url}: truncated download ({got + len(exc.partial)} bytes received, "
-                        f"{exc.expected} missing)") from None
-    except urllib.error.HTTPError as exc:
-        part.unlink(missing_ok=True)
-        raise DataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
-        part.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", None) or exc
-        raise DataError(f"{url}: download failed ({reason})") from None
-    except DataError:
-        part.unlink(missing_ok=True)
-        raise
-    log.info("downloaded %s (%d bytes)", dest, got)
+    _warn_if_stale(dest, known)
+    with _download_errors(url, checksum):
+        pooch.retrieve(url, known, fname=dest.name, path=dest.parent, downloader=_downloader(url, timeout))
+    log.info("%s: %s", url, dest)
     return dest
 
 
@@ -142,7 +185,8 @@ def fetch_idx(url: str, cache_dir: str | Path | None = None, checksums: list[str
 
     ``checksums`` lists the four digests in the order train images, train labels, test images,
     test labels (default: the published ones, chosen by :func:`known_checksums`). ``cache_dir``
-    defaults to ``default_cache_dir() / "idx" / cache_subdir(url)``.
+    defaults to ``default_cache_dir() / "idx" / cache_subdir(url)``. One pooch per call: its
+    base URL is ``url``, its registry the four files' digests.
     """
     if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
         raise DataError(f"data.url = {url!r}: expected an http(s):// or file:// URL")
@@ -150,9 +194,13 @@ def fetch_idx(url: str, cache_dir: str | Path | None = None, checksums: list[str
     if len(sums) != len(FILES):
         raise DataError(f"expected {len(FILES)} checksums (train images, train labels, test images, test labels), "
                         f"got {len(sums)}")
+    import pooch
+
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "idx" / cache_subdir(url)
     base = url if url.endswith("/") else url + "/"
-    for stem, checksum in zip(FILES.values(), sums):
-        name = stem + ".gz"
-        download_file(urllib.parse.urljoin(base, name), directory / name, checksum, timeout=timeout)
+    files = pooch.create(path=directory, base_url=base, registry=registry(sums))
+    for name, known in files.registry.items():
+        _warn_if_stale(directory / name, known)
+        with _download_errors(urllib.parse.urljoin(base, name), known.split(":")[1]):
+            files.fetch(name, downloader=_downloader(base, timeout))
     return directory
