@@ -30,6 +30,11 @@ def _add_bench(sub) -> None:
                         "given, for the local rule and backprop on the config's own network")
     p.add_argument("--rules", nargs="+", metavar="RULE",
                    help="also time these rules (local, backprop, fa, dfa, drtp, pepita, ff) on the headline network")
+    p.add_argument("--attacks", nargs="*", metavar="CASE",
+                   help="instead: time the attack suite per model (cases mnist-3v5, fashion-mnist, mnist-10-cnn; "
+                        "default all) and a small reproduce end to end; writes --out (default "
+                        f"{DEFAULT_DIR}/attacks.json) and --md (default {DEFAULT_DIR}/attacks.md)")
+    p.add_argument("--no-reproduce", action="store_true", help="with --attacks: skip the reproduce run")
     p.add_argument("--report", metavar="JSON", help="do not measure: write the markdown report from this JSON")
     p.add_argument("--md", default=f"{DEFAULT_DIR}/BENCHMARKS.md",
                    help=f"markdown report path for --report (default {DEFAULT_DIR}/BENCHMARKS.md)")
@@ -64,9 +69,39 @@ def refuse_to_replace(paths: list[str | Path], force: bool) -> None:
                               f"(the default is {DEFAULT_DIR}/)")
 
 
+def cmd_attacks(args) -> int:
+    from ..bench.attacks import CASES, run_attack_bench, write_outputs
+
+    out = f"{DEFAULT_DIR}/attacks.json" if args.out == f"{DEFAULT_DIR}/bench.json" else args.out
+    md = f"{DEFAULT_DIR}/attacks.md" if args.md == f"{DEFAULT_DIR}/BENCHMARKS.md" else args.md
+    bad = [c for c in args.attacks if c not in CASES]
+    if bad:
+        raise ConfigError(f"bench --attacks: unknown case {bad[0]!r}; expected one of {', '.join(CASES)}")
+    refuse_to_replace([out, md], args.force)
+    result = run_attack_bench(args.attacks or None, reproduce=not args.no_reproduce)
+    words = ["localstdp", "bench", "--attacks", *args.attacks, *(["--no-reproduce"] if args.no_reproduce else [])]
+    write_outputs(result, out, md, " ".join(shlex.quote(w) for w in words))
+    for name, r in result["cases"].items():
+        if "skipped" in r:
+            print(f"attacks {name:14s} skipped ({r['skipped']})")
+            continue
+        tgt = "" if r["target_s"] is None else \
+            f"  (target <= {r['target_s']:g} s: {'met' if r['target_met'] else 'NOT met'})"
+        print(f"attacks {name:14s} panel {r['panel_s']:7.1f} s  worst-only {r['worst_only_s']:7.1f} s  "
+              f"{r['examples']} examples{tgt}")
+    rep = result.get("reproduce")
+    if rep:
+        print(f"reproduce end to end: {rep.get('wall_s', float('nan')):.0f} s" if "wall_s" in rep
+              else f"reproduce end to end: failed ({rep['failed']})")
+    print(f"-> {out}, {md}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from ..bench import TARGETS, run_bench, write_json, write_report
 
+    if args.attacks is not None:
+        return cmd_attacks(args)
     if args.report:
         plot = args.plot or str(Path(args.md).with_name(Path(args.report).stem + "_width.png"))
         refuse_to_replace([args.md, plot], args.force)

@@ -27,7 +27,16 @@ from ..checkpoint import load_checkpoint, model_tensors, save_checkpoint
 from ..config import ExperimentConfig
 from ..data import Dataset
 from ..errors import CheckpointError
-from ..robustness.suite import SuiteResult, add_transfer, add_worst, attack_suite, correct, eps_key, masking_checks
+from ..robustness.suite import (
+    NOT_ATTACKS,
+    SuiteResult,
+    add_transfer,
+    add_worst,
+    attack_suite,
+    correct,
+    eps_key,
+    masking_checks,
+)
 from ..train import MODEL, load_run, train
 from .methods import PANEL, closest_epoch, method_config, selected_epoch
 from .settings import GridSettings, attack_indices, pack, unpack
@@ -75,12 +84,14 @@ def model_file(method: str, t: Trained) -> tuple[dict, dict]:
 
 
 def _attack(model, ds: Dataset, idx: np.ndarray, settings: GridSettings, eps: Sequence[float], seed: int,
-            say: Callable[[str], None] | None = None) -> SuiteResult:
+            say: Callable[[str], None] | None = None, worst_only: bool = False) -> SuiteResult:
     """The attack suite at ``eps`` on the attacked examples, plus the certified accuracy; ``say``
-    gets a status line per eps."""
+    gets a status line per eps. ``worst_only``: the worst case alone, survivors only (frontier
+    points, matched comparisons)."""
     x, y = ds.x_test[idx].numpy(), ds.y_test[idx].numpy()
     res = attack_suite(model, x, y, ds.input_shape, ds.n_classes,
-                       dataclasses.replace(settings.attacks, eps=tuple(eps)), seed=seed, progress=say)
+                       dataclasses.replace(settings.attacks, eps=tuple(eps)), seed=seed, progress=say,
+                       worst_only=worst_only)
     if settings.certify:
         from ..robustness.bounds import certified_correct, supports
 
@@ -261,7 +272,7 @@ def _matched(task, seed, a, b, trained, suites, ds, idx, settings, say) -> dict 
     say(f"{task} seed {seed}: matched {hi} at epoch {epoch}")
     keys = [eps_key(e) for e in settings.matched_eps]
     t.model.load_state_dict(t.states[epoch - 1])
-    s_hi = _attack(t.model, ds, idx, settings, settings.matched_eps, seed)
+    s_hi = _attack(t.model, ds, idx, settings, settings.matched_eps, seed, worst_only=True)
     add_worst(s_hi)
     clean_hi = correct(t.model, ds.x_test.numpy(), ds.y_test.numpy())
     t.model.load_state_dict(t.states[t.epoch - 1])
@@ -270,7 +281,8 @@ def _matched(task, seed, a, b, trained, suites, ds, idx, settings, say) -> dict 
     return {"task": task, "seed": seed, "pair": [a, b], "stopped_method": hi, "stopped_epoch": epoch,
             "reference_method": lo, "val_accuracy": {hi: t.metrics["history"][epoch - 1]["val_accuracy"], lo: va[lo]},
             "clean_accuracy": {hi: float(clean_hi.mean()), lo: float(clean_lo.mean())},
-            "robust_accuracy": {hi: s_hi.accuracy(), lo: s_lo.accuracy()},
+            "robust_accuracy": {m: {a: v for a, v in r.accuracy().items() if a in NOT_ATTACKS}
+                                for m, r in ((hi, s_hi), (lo, s_lo))},
             "per_example": {hi: {"worst": {k: pack(s_hi.correct["worst"][k]) for k in keys}},
                             lo: {"worst": {k: pack(s_lo.correct["worst"][k]) for k in keys}}}}
 
@@ -309,7 +321,7 @@ def frontier_unit(task: str, cfg: ExperimentConfig, ds: Dataset, point: dict, se
     t = train_method(pcfg, "local" if point["method"] == "local" else "backprop", ds, seed, epochs,
                      lambda s: say(f"{task} frontier {point_name(point)} seed {seed}: train, {s}"))
     res = _attack(t.model, ds, idx, settings, settings.frontier_eps, seed,
-                  lambda s: say(f"{task} frontier {point_name(point)} seed {seed}: attack, {s}"))
+                  lambda s: say(f"{task} frontier {point_name(point)} seed {seed}: attack, {s}"), worst_only=True)
     add_worst(res)
     row = _row(task, point["method"], seed, t, ds, res, len(idx))
     row.pop("history")
@@ -327,15 +339,17 @@ def from_panel(point: dict, cfg: ExperimentConfig) -> str | None:
 
 
 def frontier_row_from_panel(row: dict, point: dict, frontier_eps: Sequence[float]) -> dict:
-    """A frontier row from the panel row of the same model: its own attacks at the frontier eps
-    (no transfer) and their worst case. The attack seeds depend on the eps' index, the same in both
-    lists, so this equals running the frontier unit (tests/test_experiments.py checks it)."""
+    """A frontier row from the panel row of the same model: the worst case of its own attacks at the
+    frontier eps (no transfer), and the certified accuracy. The attack seeds depend on the eps' index,
+    the same in both lists, and the worst-case-only suite gives every survivor the panel's attack, so
+    this equals running the frontier unit (tests/test_experiments.py checks it)."""
     keys = [eps_key(e) for e in frontier_eps]
     n = row["n_attacked"]
     own = {a: {k: unpack(v[k], n) for k in keys} for a, v in row["per_example"].items()
            if a not in ("clean", "transfer", "worst")}
     res = SuiteResult(clean=np.zeros(n, bool), correct=own)
     add_worst(res)
+    res.correct = {a: v for a, v in res.correct.items() if a in NOT_ATTACKS}
     out = {k: v for k, v in row.items() if k not in ("history", "checks", "check_values")}
     out["robust_accuracy"] = res.accuracy()
     out["per_example"] = {"clean": row["per_example"]["clean"]} | _per_example(res)
