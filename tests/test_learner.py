@@ -299,7 +299,8 @@ def test_refusals_name_the_module():
     _refused(nn.Sequential(nn.Conv2d(1, 2, 2, padding="same"), nn.Sigmoid(), flat, nn.Linear(32, 3)), "unevenly")
     _refused(nn.Sequential(flat, nn.Linear(16, 5), nn.Sigmoid(), nn.Dropout(inplace=True), nn.Linear(5, 3)),
              r"^3 \(Dropout\) works in place")
-    _refused(nn.Sequential(flat, nn.Linear(16, 5), nn.Sigmoid(), nn.Linear(5, 4)), r"^3 \(Linear\) is the output layer")
+    _refused(nn.Sequential(flat, nn.Linear(16, 5), nn.Sigmoid(), nn.Linear(5, 4)), "no learnable nn.Linear with n_classes = 3")
+    _refused(nn.Sequential(flat, nn.Linear(16, 3), nn.Sigmoid(), nn.Linear(3, 4)), r"^3 \(Linear\) is the output layer")
     shared = nn.Linear(16, 16)
     _refused(nn.Sequential(flat, shared, nn.Sigmoid(), shared, nn.Sigmoid(), nn.Linear(16, 3)), "called twice")
     _refused(nn.Sequential(nn.Linear(4, 4), nn.Sigmoid(), nn.Flatten(), nn.Linear(16, 3)), r"receives a 4-D input")

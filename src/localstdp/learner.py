@@ -1,10 +1,18 @@
 """The local rule on any PyTorch model: ``LocalLearner``.
 
     learner = LocalLearner(model, n_classes=10, lr=0.5, **rule_options)   # RuleParams fields
-    loss = learner.step(x, y)        # ONE forward pass (no autograd), every layer updated in place
+    out = learner.step(x, y)         # ONE forward pass (no autograd), every layer updated in place
+    out.loss, out.logits             # a float (the target error, as before) with the model's output
+    LocalLearner(model, rule="fa", n_classes=10, lr=1e-3, **peer_options)  # a peer rule (PeerParams)
 
-Contract. The learnable layers are the ``nn.Linear`` and ``nn.Conv2d`` modules of ``model`` whose
-weight requires grad, in the order the forward pass calls them. For each, forward hooks record:
+``rule`` is "local" (default, this module) or a peer rule, "fa", "dfa", "drtp", "pepita" or "ff"
+(:mod:`localstdp.rules.peers.models`: Linear layers only). Every rule shares the walker
+(:mod:`localstdp.walker`: call order, refusals), ``step``, ``state_dict`` / ``load_state_dict``,
+``to`` and ``optimizer`` (the learning rate for torch LR schedulers): :mod:`localstdp.model_learner`.
+
+Contract. The learnable layers are the ``nn.Linear`` and ``nn.Conv2d`` modules of ``model`` with a
+parameter that requires grad, in the order the forward pass calls them (a frozen weight or bias is
+never changed: a layer with a frozen weight learns its bias only). For each, forward hooks record:
 
 * its input ``pre``: whatever the layer receives (after pooling, flatten, dropout or any other
   parameter-free module, which therefore pass activity forward);
@@ -19,12 +27,14 @@ rule (``local_update``), a Conv2d by the weight-gradient of its own local error 
 (``local_conv_update``), taught as ``conv_teaching`` says (default "pooled": docs/ablation.md,
 "Convolutional layers"). Nothing flows from one layer to another except the forward activity.
 
-Refused with a :class:`ConfigError` naming the module: a module other than Linear/Conv2d with
-trainable parameters (BatchNorm with affine parameters, attention, embeddings, ...; freeze it with
-``requires_grad_(False)`` or remove it), a learnable layer not followed by nn.Sigmoid (except the
-last), a Conv2d with groups > 1, a padding mode other than zeros or uneven "same" padding, modules that
-work in place (``inplace=True``: they would overwrite the activity the rule reads), a layer called
-twice per forward (shared weights), and a model without learnable layers. ``model.train()`` /
+Refused with a :class:`ConfigError` naming the module (:mod:`localstdp.walker`): a module other than
+Linear/Conv2d with trainable parameters (BatchNorm with affine parameters, attention, embeddings, ...;
+freeze it with ``requires_grad_(False)`` or remove it), a learnable layer not followed by nn.Sigmoid
+(except the last), a Conv2d with groups > 1, a padding mode other than zeros or uneven "same" padding,
+modules that work in place (``inplace=True``: they would overwrite the activity the rule reads), one
+Parameter held by two modules or a layer called twice per forward (shared weights), parametrized
+weights and the hook-based ``nn.utils.weight_norm``, residual/skip connections (a layer's input that
+is not the output of the module called before it), and a model without learnable layers. ``model.train()`` /
 ``eval()`` is the caller's: dropout in train mode shapes what the next layer receives.
 """
 
@@ -36,90 +46,94 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .rules.layerwise import LayerwiseRule, conv_padding, units
+from .model_learner import LearningRate, ModelLearner, StepResult
+from .rules.association import make_associations
+from .rules.layerwise import LayerwiseRule, units
 from .rules.params import ConvParams, RuleParams
+from .walker import ACTIVATIONS, describe, learnable_layers  # noqa: F401 - re-exported (older imports)
 
-ACTIVATIONS = (nn.Sigmoid,)
 # LocalLearner's defaults where they differ from RuleParams': the covariance rule (center) is what
 # lets the layer after a conv stack learn (docs/ablation.md, "Convolutional layers": 0.21 -> 0.97
 # validation accuracy on digits with a frozen conv, 0.91 -> 0.97 with the taught one).
 DEFAULT_OPTIONS = {"center": 0.99}
+RULES = ("local", "fa", "dfa", "drtp", "pepita", "ff")
 
 
-def _describe(name: str, module: nn.Module) -> str:
-    return f"{name or 'the model'} ({type(module).__name__})"
-
-
-def _check_conv(name: str, conv: nn.Conv2d) -> None:
-    """Refuse what the unfold-based conv update does not cover."""
-    if conv.groups != 1:
-        raise ConfigError(f"{_describe(name, conv)}: groups = {conv.groups}; the local rule supports groups = 1")
-    if conv.padding_mode != "zeros":
-        raise ConfigError(f"{_describe(name, conv)}: padding_mode {conv.padding_mode!r}; the local rule reads "
-                          "padding as zero activity (padding_mode='zeros')")
-    try:
-        conv_padding(conv)
-    except ValueError as exc:
-        raise ConfigError(f"{_describe(name, conv)}: {exc}") from None
-
-
-def learnable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) of every nn.Linear / nn.Conv2d with a trainable weight; refuses (ConfigError,
-    naming the module) anything else the rule would have to train, and in-place modules."""
-    found = []
-    for name, m in model.named_modules():
-        if getattr(m, "inplace", False) is True:
-            raise ConfigError(f"{_describe(name, m)} works in place and would overwrite the activity the local "
-                              "rule reads; use inplace=False")
-        trainable = [p for p in m.parameters(recurse=False) if p.requires_grad]
-        if isinstance(m, (nn.Linear, nn.Conv2d)) and m.weight.requires_grad:
-            if isinstance(m.weight, nn.parameter.UninitializedParameter):
-                raise ConfigError(f"{_describe(name, m)}: run one forward pass to initialise lazy layers first")
-            if isinstance(m, nn.Conv2d):
-                _check_conv(name, m)
-            found.append((name, m))
-        elif trainable:
-            norm = isinstance(m, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm))
-            hint = "use it without affine parameters, " if norm else ""
-            hint += "freeze it with requires_grad_(False) or remove it"
-            raise ConfigError(f"{_describe(name, m)} has trainable parameters the local rule cannot train "
-                              f"(it trains nn.Linear and nn.Conv2d only); {hint}")
-    if not found:
-        raise ConfigError(f"{type(model).__name__} has no learnable nn.Linear or nn.Conv2d layer")
-    return found
-
-
-class LocalLearner(LayerwiseRule):
+class LocalLearner(ModelLearner, LayerwiseRule):
     """The local rule attached to any nn.Module (see the module docstring for the contract).
 
     Args:
         model: the network; its layers are changed in place.
+        rule: "local" (this class) or a peer rule ("fa", "dfa", "drtp", "pepita", "ff"): then the
+            learner is that rule's :class:`localstdp.rules.peers.models.ModelPeer`, built with
+            ``n_classes``, ``lr``, ``seed``, ``example`` and the rule's :class:`PeerParams` options.
         n_classes: classes of the labels; the last learnable layer must have that many outputs.
-        lr: the learning rate eta (``RuleParams.eta``; 0.5 by default, 2.0 was best on 8x8 digits).
+        lr: the learning rate eta (``RuleParams.eta``; 0.5 by default, 2.0 was best on 8x8 digits);
+            ``learner.optimizer.param_groups[0]["lr"]``, which torch LR schedulers change.
         seed: seed of the association codes.
+        example: an input batch: the layers' call order is read from it now (no update, buffers
+            kept); without it, from the first ``step`` / ``updates``.
         conv_teaching, conv_lr_scale, conv_tau: how Conv2d layers learn (:class:`ConvParams`).
         **rule_options: any other :class:`RuleParams` field (a_hi, a_lo, mode, association, center,
             weight_decay, ...). Unlike RuleParams, ``center`` defaults to 0.99 (DEFAULT_OPTIONS);
             pass center=0 for the plain rule.
     """
 
-    def __init__(self, model: nn.Module, n_classes: int = 10, lr: float = 0.5, *, seed: int = 0,
-                 conv_teaching: str = "pooled", conv_lr_scale: float = 3.0, conv_tau: float = 1.0, **rule_options):
-        named = learnable_layers(model)
+    rule = "local"
+
+    def __new__(cls, *args, rule: str = "local", **kwargs):
+        if rule == "local" or cls is not LocalLearner:
+            return super().__new__(cls)
+        if rule not in RULES:
+            raise ConfigError(f"rule {rule!r}: expected one of {', '.join(RULES)}")
+        from .rules.peers.models import MODEL_PEERS  # its own learner class (not a LocalLearner)
+
+        return MODEL_PEERS[rule](*args, **kwargs)
+
+    def __init__(self, model: nn.Module, n_classes: int = 10, lr: float = 0.5, *, rule: str = "local", seed: int = 0,
+                 example: torch.Tensor | None = None, conv_teaching: str = "pooled", conv_lr_scale: float = 3.0,
+                 conv_tau: float = 1.0, **rule_options):
         names = [f.name for f in dataclasses.fields(RuleParams) if f.name != "eta"]
         unknown = sorted(set(rule_options) - set(names))
         if unknown:
             raise ConfigError(f"unknown rule option(s) {', '.join(unknown)}; expected lr or one of {', '.join(names)}")
-        last_name, last = named[-1]
-        if not isinstance(last, nn.Linear) or units(last) != n_classes:
-            raise ConfigError(f"{_describe(last_name, last)} is the output layer (the last learnable one): it must "
-                              f"be an nn.Linear with n_classes = {n_classes} outputs")
-        self.model = model
-        self.names = [n for n, _ in named]
+        self._walk(model, n_classes)
+        self.seed = seed
         conv = ConvParams(teaching=conv_teaching, lr_scale=conv_lr_scale, tau=conv_tau)
         params = RuleParams(eta=lr, **(DEFAULT_OPTIONS | rule_options))
-        super().__init__([m for _, m in named], params, n_classes, seed, conv)
-        self._leaves = [m for m in model.modules() if next(m.children(), None) is None]
+        LayerwiseRule.__init__(self, self.layers, params, n_classes, seed, conv)
+        self.optimizer = LearningRate([p for m in self.layers for p in m.parameters() if p.requires_grad], lr)
+        self._keep_state = False  # load_state_tensors before the first pass: permute it, do not rebuild
+        if example is not None:
+            self.resolve(example)
+
+    def _per_layer(self) -> list[list]:
+        return [self.layers, self.names, self.associations, self.pre_means]
+
+    def _rebuild(self) -> None:
+        """Association codes drawn for the call order (as the constructor draws them), unless loaded."""
+        self._target_tables.clear()
+        if self._keep_state:
+            return
+        gen = torch.Generator().manual_seed(int(self.seed) + 7919)
+        maps = make_associations([units(m) for m in self.layers], self.n_classes, self.params.association,
+                                 self.params.association_density, gen)
+        self.associations[:] = [A.to(m.weight.device) for A, m in zip(maps, self.layers)]
+
+    def _follow(self) -> None:
+        self.follow_layers()
+
+    def _sync_lr(self) -> None:
+        """The rule's eta is the optimizer's learning rate (a torch LR scheduler may have changed it)."""
+        eta = self.optimizer.param_groups[0]["lr"]
+        if eta != self.params.eta:
+            self.params = dataclasses.replace(self.params, eta=eta)
+
+    def set_lr_factor(self, factor: float) -> None:
+        """Scale the learning rate to ``factor`` x the constructor's ``lr`` (train.lr_schedule)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.base_eta * factor
+        self._sync_lr()
 
     @torch.no_grad()
     def activities(self, x: torch.Tensor, part: nn.Module | None = None) -> tuple[torch.Tensor, list]:
@@ -127,65 +141,55 @@ class LocalLearner(LayerwiseRule):
 
         ``part``: run that part of the model instead (a pipeline stage, a slice of an nn.Sequential
         model, fed the activity it receives); layers outside it get None."""
-        calls: list[tuple[nn.Module, torch.Tensor | None, torch.Tensor]] = []
-
-        def record(module, inputs, output):
-            calls.append((module, inputs[0] if inputs else None, output))
-
-        handles = [m.register_forward_hook(record) for m in self._leaves]
-        try:
-            out = self.model(x) if part is None else part(x)
-        finally:
-            for h in handles:
-                h.remove()
-        index = {id(m): l for l, m in enumerate(self.layers)}
-        found: list = [None] * len(self.layers)
-        for k, (module, pre, z) in enumerate(calls):
-            l = index.get(id(module))
-            if l is None:
-                continue
-            where = _describe(self.names[l], module)
-            if found[l] is not None:
-                raise ConfigError(f"{where} is called twice in one forward pass; the local rule needs one "
-                                  "(pre, post) pair per layer (no shared weights)")
-            nxt = calls[k + 1] if k + 1 < len(calls) else None
-            if nxt is not None and isinstance(nxt[0], ACTIVATIONS) and nxt[1] is z:
-                post = nxt[2]
-            elif l == len(self.layers) - 1:
-                post = torch.sigmoid(z)  # the output layer: its logits' sigmoid, as in the package MLP
-            else:
-                after = "nothing" if nxt is None else type(nxt[0]).__name__
-                raise ConfigError(f"{where} is followed by {after}, not nn.Sigmoid: the local rule reads a layer's "
-                                  "activity from the nn.Sigmoid module applied to its output (put pooling, "
-                                  "dropout and flatten after the activation)")
-            if isinstance(module, nn.Linear) and pre.ndim != 2:
-                raise ConfigError(f"{where} receives a {pre.ndim}-D input; the local rule needs (batch, features): "
-                                  "add nn.Flatten before it")
-            found[l] = (pre, post)
-        inside = None if part is None else {id(m) for m in part.modules()}
-        missing = [self.names[l] for l, f in enumerate(found) if f is None
-                   and (inside is None or id(self.layers[l]) in inside)]
-        if missing:
-            raise ConfigError(f"learnable layer(s) {', '.join(missing)} not called in the forward pass; "
-                              "freeze them with requires_grad_(False) or remove them")
+        self._follow()
+        out, found = self.record(x, part)
+        if part is not None:
+            inside = {id(m) for m in part.modules()}
+            missing = [self.names[l] for l, f in enumerate(found) if f is None and id(self.layers[l]) in inside]
+            if missing:
+                raise ConfigError(f"learnable layer(s) {', '.join(missing)} not called in the forward pass; "
+                                  "freeze them with requires_grad_(False) or remove them")
         return out, found
 
     def _labels(self, y: torch.Tensor) -> torch.Tensor:
-        return y.to(self.associations[0].device)
+        return y.to(self.layers[-1].weight.device)
 
     @torch.no_grad()
     def updates(self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Every learnable layer's (dW, db) from ONE forward pass, not applied."""
-        y = self._labels(y)
+        """Every learnable layer's (dW, db) from ONE forward pass, not applied, with no side effect:
+        the running means (``center``) are left as they were (``updates`` then ``step`` equals ``step``).
+        A frozen weight's or bias's entry is zero (``step`` leaves it alone)."""
+        self._sync_lr()
         _, acts = self.activities(x)
-        return [self.layer_update(l, pre, post, y, reduction) for l, (pre, post) in enumerate(acts)]
+        y, means = self._labels(y), list(self.pre_means)
+        try:
+            ups = [self.layer_update(l, pre, post, y, reduction) for l, (pre, post) in enumerate(acts)]
+        finally:
+            self.pre_means[:] = means
+        return [(dW if m.weight.requires_grad else torch.zeros_like(dW),
+                 db if m.bias is not None and m.bias.requires_grad else torch.zeros_like(db))
+                for (dW, db), m in zip(ups, self.layers)]
 
     @torch.no_grad()
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        """One update of every learnable layer from one forward pass; returns the output layer's mean
-        squared target error (before the update)."""
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
+        """One update of every learnable layer from one forward pass. Returns a float, the output
+        layer's mean squared target error (before the update), with ``.logits``: the model's output."""
+        self._sync_lr()
+        out, acts = self.activities(x)
         y = self._labels(y)
-        _, acts = self.activities(x)
         for l, (pre, post) in enumerate(acts):
             self.learn_layer(l, pre, post, y)
-        return self.output_loss(y, acts[-1][1])
+        self.optimizer.step()  # nothing to apply; keeps torch's LR schedulers' call-order check quiet
+        self.steps += 1
+        return StepResult(self.output_loss(y, acts[-1][1]), out)
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        LayerwiseRule.load_state_tensors(self, tensors)
+        self._keep_state = True
+        self._target_tables.clear()
+
+    def _rule_state(self) -> dict[str, torch.Tensor]:
+        return self.state_tensors()
+
+    def _load_rule_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.load_state_tensors(state)

@@ -111,6 +111,7 @@ class SequentialPlan(Plan):
     hooks (``activities(x, part)``), then ``learn_layer`` per layer, as ``LocalLearner.step``."""
 
     def __init__(self, model: nn.Sequential, learner: LocalLearner, example: torch.Tensor):
+        learner.resolve(example)  # the layers in call order before any stage runs a part of the model
         self.units = sequential_units(model, learner, example)
         super().__init__(model, learner, [u.cost for u in self.units])
         self.children = list(model.children())

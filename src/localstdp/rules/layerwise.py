@@ -106,11 +106,13 @@ class LayerwiseRule:
         return self._tables(l)[1].index_select(0, y)
 
     def _tables(self, l: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        A = self.associations[l]
+        A, w = self.associations[l], self.layers[l].weight
         tables = self._target_tables
-        if l not in tables or tables[l][0] is not A:
-            classes = torch.arange(A.shape[1], device=A.device)
-            table = association_targets(A, classes, self.params.a_hi, self.params.a_lo).contiguous()
+        if l not in tables or tables[l][0] is not A or tables[l][1].dtype != w.dtype or tables[l][1].device != w.device:
+            # targets in the layer's dtype and on its device (0.9 in a float64 model is 0.9, not 0.90000004)
+            Aw = A.to(device=w.device, dtype=w.dtype) if w.dtype.is_floating_point else A
+            classes = torch.arange(A.shape[1], device=Aw.device)
+            table = association_targets(Aw, classes, self.params.a_hi, self.params.a_lo).contiguous()
             taught = ~torch.isnan(table)
             tables[l] = (A, table, None if bool(taught.all()) else taught)
         return tables[l]
@@ -174,7 +176,7 @@ class LayerwiseRule:
     def decay_layer(self, l: int) -> None:
         """rule.weight_decay: every synapse of layer ``l`` shrinks by its own value, W *= 1 - eta wd."""
         wd = self.params.weight_decay
-        if wd > 0:
+        if wd > 0 and self.layers[l].weight.requires_grad:
             self.layers[l].weight.mul_(1.0 - self.params.eta * wd)
 
     @torch.no_grad()
@@ -183,8 +185,9 @@ class LayerwiseRule:
         or in learn_layer, which does the same."""
         layer = self.layers[l]
         self.decay_layer(l)
-        layer.weight.add_(dW)
-        if layer.bias is not None:
+        if layer.weight.requires_grad:  # a frozen parameter (requires_grad False) never changes
+            layer.weight.add_(dW)
+        if layer.bias is not None and layer.bias.requires_grad:
             layer.bias.add_(db)
 
     @torch.no_grad()
@@ -193,8 +196,9 @@ class LayerwiseRule:
         layer_update + apply_layer, without their chain of weight-sized temporaries).
         ``step`` runs exactly this per layer, so a pipeline stage calling it reproduces ``step``."""
         layer = self.layers[l]
-        if isinstance(layer, nn.Conv2d) or layer.bias is None:
-            self.apply_layer(l, *self.layer_update(l, pre, post, y))  # conv, no bias
+        if isinstance(layer, nn.Conv2d) or layer.bias is None or not (layer.weight.requires_grad
+                                                                    and layer.bias.requires_grad):
+            self.apply_layer(l, *self.layer_update(l, pre, post, y))  # conv, no bias, a frozen part
             return
         target = self.taught_targets(l, y, post)  # untaught (pairs codes): the neuron's own activity
         mask, absent = self.absent(l)  # fixed connectivity (receptive fields)
@@ -206,6 +210,16 @@ class LayerwiseRule:
     def output_loss(self, y: torch.Tensor, out: torch.Tensor) -> float:
         """The output layer's mean squared target error (what ``step`` returns)."""
         return float(((self.targets(len(self.layers) - 1, y) - out) ** 2).mean())
+
+    def follow_layers(self) -> None:
+        """Association maps and running means onto their layers' devices (after a ``model.to``)."""
+        for l, layer in enumerate(self.layers):
+            dev = layer.weight.device
+            if self.associations[l].device != dev:
+                self.associations[l] = self.associations[l].to(dev)
+            m = self.pre_means[l]
+            if m is not None and m.device != dev:
+                self.pre_means[l] = m.to(dev)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         out = {f"rule.association.{l}": A for l, A in enumerate(self.associations)}
