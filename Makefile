@@ -6,17 +6,23 @@ STAMP := $(VENV)/.installed
 SEEDS ?= 5
 OUT ?= results
 
-.PHONY: install test test-all reproduce lint wheel-check clean
+.PHONY: install test test-all reproduce lint lock wheel-check clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# the exact versions of requirements.lock (pyproject.toml keeps loose ranges for library users)
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch pinned to the CPU build that lies on this disk; a range would pull a CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
+
+# rewrite requirements.lock from .venv (after a deliberate upgrade there); commit it with the change
+lock: $(STAMP)
+	{ sed -n '/^#/p' requirements.lock; $(BIN)/pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
 
 # the fast suite; test-all adds the tests marked slow (what CI runs). One torch thread per process:
 # the tests are many small tensors, where a second thread only spins (and slowed the suite 2-10x).

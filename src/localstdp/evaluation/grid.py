@@ -36,7 +36,17 @@ from ..config import ExperimentConfig
 from ..data import Dataset, load_dataset
 from ..errors import ConfigError, LocalSTDPError
 from ..registry import TASKS
-from .plan import _frontier_rows, _method_settings, _Step, _steps, _units, code_version, fingerprint, task_config
+from .plan import (
+    _frontier_rows,
+    _method_settings,
+    _Step,
+    _steps,
+    _units,
+    code_version,
+    fingerprint,
+    package_versions,
+    task_config,
+)
 from .settings import HEADLINE_EPS, GridSettings
 from .units import PART, assemble_panel, frontier_unit, load_part, panel_method, part_fingerprint, save_part
 
@@ -224,7 +234,8 @@ def _run_grid(cfgs, plan, settings, progress, datasets, unit_dir: Path, resume: 
                       "frontier": dataclasses.asdict(c.frontier)} for t, c in cfgs.items()},
         "n_attack_cap": settings.n_attack, "match_tol": settings.match_tol, "headline_eps": HEADLINE_EPS,
         "certify": settings.certify, "n_boot": settings.n_boot, "attacks": dataclasses.asdict(settings.attacks),
-        "version": code_version(), "jobs": jobs, "units_resumed": len(done), "parts_resumed": parts_resumed,
+        "version": code_version(), "versions": package_versions(), "jobs": jobs, "units_resumed": len(done),
+        "parts_resumed": parts_resumed,
         "wall_seconds": time.perf_counter() - t0,
     }
     return summarise({"settings": settings_out, "rows": rows, "matched": matched, "frontier_rows": frontier})

@@ -47,6 +47,15 @@ def _settings(d: dict) -> str:
     return s + (", early-stopped on validation" if d.get("early_stopped") else "")
 
 
+def versions_line(settings: dict) -> list[str]:
+    """The line naming the versions a run used, and a blank line; none for a results.json made before
+    runs recorded them (settings.versions)."""
+    v = settings.get("versions")
+    if not v:
+        return []
+    return ["Versions: " + ", ".join(f"{name} {ver}" for name, ver in v.items() if ver) + ".", ""]
+
+
 def markdown(results: dict) -> str:
     st, summary = results["settings"], results["summary"]
     tasks = list(results["checks"])
@@ -62,6 +71,7 @@ def markdown(results: dict) -> str:
         "|---|" + "---|" * len(methods),
         *[f"| {t} | " + " | ".join(_settings(st["tasks"][t]["methods"][m]) for m in methods) + " |" for t in tasks],
         "",
+        *versions_line(st),
         "Mean ± sample std over seeds; [95% CI] from a paired bootstrap over seeds AND test examples "
         f"({st['n_boot']} replicates); p: bootstrap p-value, Holm-adjusted over every comparison of this run. "
         "Clean accuracy: \"equivalent\" only when a TOST puts the difference inside the task's margin and it is "
