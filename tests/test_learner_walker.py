@@ -30,8 +30,8 @@ class HeadFirst(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.head = nn.Linear(8, 3)
-        self.body = nn.Linear(16, 12)
         self.mid = nn.Linear(12, 8)
+        self.body = nn.Linear(16, 12)
         self.act1, self.act2 = nn.Sigmoid(), nn.Sigmoid()
         self.skip = skip
 
@@ -67,12 +67,27 @@ def test_layers_are_taken_in_call_order_not_definition_order(opts):
         assert torch.equal(a.associations[0].isnan(), pairwise_codes(12, 3).isnan())
 
 
+class Swap(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 3)
+        self.s1, self.s2 = nn.Sigmoid(), nn.Sigmoid()
+        self.swapped = False
+
+    def forward(self, x):
+        first, second = (self.b, self.a) if self.swapped else (self.a, self.b)
+        return self.head(self.s2(second(self.s1(first(x)))))
+
+
 def test_call_order_from_an_example_and_a_changed_order_is_refused():
     model = HeadFirst()
     learner = LocalLearner(model, 3, example=data()[0])
-    assert learner.names == ["body", "mid", "head"] and learner.resolved
-    model.forward = lambda x: model.head(model.act2(model.mid(model.act1(model.body(x)))) * 1.0)
-    with pytest.raises(ConfigError, match="does not receive the output"):
+    assert learner.names == ["body", "mid", "head"] and learner.resolved and learner.steps == 0
+    swap = Swap()
+    learner = LocalLearner(swap, 3)
+    learner.step(*data())
+    swap.swapped = True
+    with pytest.raises(ConfigError, match=r"another order than the first pass \(b, a, head\)"):
         learner.step(*data())
 
 
@@ -190,7 +205,7 @@ def test_state_dict_is_flat_tensors_and_a_fresh_learner_continues_identically(tm
     a.step(*data())
     sd = a.state_dict()
     assert all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items())
-    assert sd["steps"].item() == 1 and sd["steps"].dtype == torch.int64 and sd["walker.order"].tolist() == [1, 2, 0]
+    assert sd["steps"].item() == 1 and sd["steps"].dtype == torch.int64 and sd["walker.order"].tolist() == [2, 1, 0]
     save_file(sd, tmp_path / "learner.safetensors")
     twin = copy.deepcopy(model)
     b = LocalLearner(twin, 3, lr=0.3, center=0.9, association="random", seed=7)  # other codes until loaded

@@ -63,8 +63,7 @@ class PeerLearner:
     forward_only = False  # True: no feedback pathway (no signal travels from a layer to an earlier one)
 
     def __init__(self, model: MLP, params: PeerParams, n_classes: int, seed: int = 0):
-        if model.activation != "sigmoid":
-            raise ValueError(f"{self.name}: only the sigmoid MLP is supported, got {model.activation!r}")
+        self.check_model(model)
         self.model = model
         self.device = next(model.parameters()).device
         self.params = params
@@ -72,6 +71,11 @@ class PeerLearner:
         self.gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + FIXED_SALT)
         self.fixed: dict[str, torch.Tensor] = {}  # fixed random matrices, by name (checkpointed)
         self.optimizer = make_optimizer(self.trained_parameters(), params)
+
+    def check_model(self, model) -> None:
+        """The package MLP with sigmoid units (a user's model: localstdp.rules.peers.models)."""
+        if model.activation != "sigmoid":
+            raise ValueError(f"{self.name}: only the sigmoid MLP is supported, got {model.activation!r}")
 
     # -- what subclasses provide ------------------------------------------------------------
     def trained_parameters(self) -> list[nn.Parameter]:

@@ -20,6 +20,12 @@ import torch.nn.functional as F
 from .base import PeerLearner, add_grad, forward_all, output_error, sigmoid_prime
 
 
+def projected_deltas(posts: list[torch.Tensor], s: torch.Tensor, Bs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """delta^l = (B^l s) * f'(z^l) of every hidden layer (per example), from its own sigmoid activity
+    ``posts[l]`` and the projected signal ``s`` (dfa: the output error; drtp: the one-hot target)."""
+    return [s.mm(B.t()) * sigmoid_prime(a) for a, B in zip(posts, Bs)]
+
+
 class DirectFeedbackAlignment(PeerLearner):
     name = "dfa"
     forward_only = False
@@ -39,7 +45,7 @@ class DirectFeedbackAlignment(PeerLearner):
 
     def hidden_deltas(self, acts: list[torch.Tensor], s: torch.Tensor) -> list[torch.Tensor]:
         """delta^l = (B^l s) * f'(z^l) of every hidden layer (per example) from its own activity."""
-        return [s.mm(self.B(l).t()) * sigmoid_prime(acts[l + 1]) for l in range(len(acts) - 1)]
+        return projected_deltas(acts[1:], s, [self.B(l) for l in range(len(acts) - 1)])
 
     @torch.no_grad()
     def accumulate(self, x, y, scale, rows=None) -> float:

@@ -31,8 +31,9 @@ class _FeedbackLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         a, B = ctx.saved_tensors
-        grad_a = g.mm(B.t()) if ctx.needs_input_grad[0] else None
-        return grad_a, g.t().mm(a), g.sum(0), None
+        need = ctx.needs_input_grad
+        return (g.mm(B.t()) if need[0] else None, g.t().mm(a) if need[1] else None,
+                g.sum(0) if need[2] else None, None)
 
 
 class FeedbackAlignment(PeerLearner):

@@ -67,6 +67,12 @@ def goodness(layers, f, u: torch.Tensor, detach: bool = False) -> list[torch.Ten
     return out
 
 
+def ff_losses(g_pos: list[torch.Tensor], g_neg: list[torch.Tensor], widths: list[int], threshold: float):
+    """loss^l = softplus(theta_l - G^l(pos)) + softplus(G^l(neg) - theta_l), theta_l = threshold * n_l,
+    per example, of every hidden layer (``widths``: their unit counts)."""
+    return [nnf.softplus(threshold * n - gp) + nnf.softplus(gn - threshold * n) for gp, gn, n in zip(g_pos, g_neg, widths)]
+
+
 class FFScorer(nn.Module):
     """ff's classifier as an ordinary module: ``forward(x)`` is the (B, K) total goodness of x
     with each label embedded, differentiable in x by autograd; ``predict`` is its argmax.
@@ -136,11 +142,7 @@ class ForwardForward(PeerLearner):
         K, f, layers = self.n_classes, self.model.f, self.model.layers
         g_pos = goodness(layers, f, embed_label(x, y, K), detach=True)
         g_neg = goodness(layers, f, embed_label(x, y_neg, K), detach=True)
-        out = []
-        for l, (gp, gn) in enumerate(zip(g_pos, g_neg)):
-            theta = self.params.ff_threshold * self.model.widths[l + 1]
-            out.append(nnf.softplus(theta - gp) + nnf.softplus(gn - theta))
-        return out
+        return ff_losses(g_pos, g_neg, self.model.widths[1:], self.params.ff_threshold)
 
     def accumulate(self, x, y, scale, rows=None) -> float:
         y_neg = negative_labels(y, self.n_classes, self.gen)  # for the whole batch, then the shard

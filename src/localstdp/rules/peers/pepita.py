@@ -30,6 +30,18 @@ from torch.nn import functional as nnf
 from .base import PeerLearner, add_grad, forward_all, output_error
 
 
+def pepita_updates(posts, mod_pres, mod_posts, e):
+    """Per-layer (dW, db) summed over the batch: hidden layer l, (h^l - h~^l) (h~^(l-1))^T from its
+    activity in the two passes (``posts``, ``mod_posts``) and its input in the modulated one
+    (``mod_pres``); the output layer, e (h~^(L-1))^T with ``mod_pres[-1]`` its modulated input."""
+    out = []
+    for a, a_mod, pre_mod in zip(posts, mod_posts, mod_pres):
+        diff = a - a_mod
+        out.append((diff.t().mm(pre_mod), diff.sum(0)))
+    out.append((e.t().mm(mod_pres[-1]), e.sum(0)))
+    return out
+
+
 class PEPITA(PeerLearner):
     name = "pepita"
     forward_only = True
@@ -49,12 +61,7 @@ class PEPITA(PeerLearner):
         acts, z = forward_all(self.model, x)
         e = output_error(z, y)
         mod, _ = forward_all(self.model, acts[0] + e.mm(self.F.t()))
-        out = []
-        for l in range(len(self.model.layers) - 1):
-            diff = acts[l + 1] - mod[l + 1]
-            out.append((diff.t().mm(mod[l]), diff.sum(0)))
-        out.append((e.t().mm(mod[-1]), e.sum(0)))
-        return out, z
+        return pepita_updates(acts[1:], mod, mod[1:], e), z
 
     @torch.no_grad()
     def accumulate(self, x, y, scale, rows=None) -> float:
