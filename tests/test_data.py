@@ -73,6 +73,21 @@ def test_digits_all_classes():
     assert ds.x_train.max() <= 1.0
 
 
+def test_test_and_validation_splits_are_stratified():
+    """Every class keeps its share in each split, to within one example, for every split seed: an
+    unstratified split of digits (10 classes, 174-183 examples each) misses that by several."""
+    from sklearn.datasets import load_digits
+
+    counts = np.bincount(load_digits().target)
+    for seed in range(3):
+        ds = load_dataset(DataConfig(name="digits", split_seed=seed, test_fraction=0.25, val_fraction=0.2))
+        test = ds.y_test.bincount(minlength=10).numpy()
+        assert np.abs(test - counts * len(ds.y_test) / counts.sum()).max() <= 1, (seed, test)
+        rest = counts - test
+        val = ds.y_val.bincount(minlength=10).numpy()
+        assert np.abs(val - rest * len(ds.y_val) / rest.sum()).max() <= 1, (seed, val)
+
+
 def _write_idx(path, array, code=0x08, gz=False):
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     data = header + array.astype(np.uint8).tobytes()

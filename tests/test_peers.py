@@ -324,3 +324,34 @@ def test_cuda_run_matches_cpu(name):
     cpu, gpu = train(cfg, name, dataset=ds), train(cfg, name, dataset=ds, device="cuda")
     for (k, a), b in zip(cpu["model"].state_dict().items(), gpu["model"].state_dict().values()):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_ff_layers_learn_from_their_own_loss_alone():
+    """ff's layer isolation: each hidden layer's gradient is that of its own loss^l with its input held
+    constant (the detach in ff.goodness). Without the detach, layer 1's loss reaches layer 0: its
+    gradient then moves when only layer 1's weights change, and differs from autograd of loss^0 alone."""
+    x, y = batch(n=8, d=6, k=3)
+    model = build_model(6, [5, 4], 3, "sigmoid", 0)
+    ff = ForwardForward(model, SGD, 3, seed=0)
+
+    def first_grads():
+        ff.gen = torch.Generator().manual_seed(15485863)  # the learner's own stream: the same negatives
+        ff.zero_grad()
+        ff.accumulate(x, y, 1.0)
+        return [p.grad.clone() for p in model.layers[0].parameters()]
+
+    g = first_grads()
+    y_neg = negative_labels(y, 3, torch.Generator().manual_seed(15485863))
+    first = model.layers[0]
+    with torch.enable_grad():
+        a_pos = torch.sigmoid(first(embed_label(x, y, 3)))
+        a_neg = torch.sigmoid(first(embed_label(x, y_neg, 3)))
+        theta = 0.25 * 5
+        own = (torch.nn.functional.softplus(theta - (a_pos**2).sum(1))
+               + torch.nn.functional.softplus((a_neg**2).sum(1) - theta)).sum()
+        want = torch.autograd.grad(own, [first.weight, first.bias])
+    torch.testing.assert_close(g[0], want[0], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(g[1], want[1], rtol=1e-6, atol=1e-7)
+    with torch.no_grad():
+        model.layers[1].weight.mul_(-3.0)
+    assert torch.equal(first_grads()[0], g[0]) and model.layers[1].weight.grad.abs().sum() > 0
