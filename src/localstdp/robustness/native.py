@@ -72,9 +72,17 @@ def _check(x: torch.Tensor, eps: float) -> None:
 
 
 def _project(xa: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tensor:
-    """x0 + the L-inf projection of xa - x0 onto the eps-ball (ART: sign(d) * min(|d|, eps))."""
+    """x0 + the L-inf projection of xa - x0 onto the eps-ball (ART: sign(d) * min(|d|, eps), the same
+    numbers as clamping d to [-eps, eps]); two passes and one new tensor."""
     d = xa - x0
-    return x0 + d.sign() * torch.minimum(d.abs(), torch.tensor(eps, dtype=d.dtype))
+    return d.clamp_(-eps, eps).add_(x0)
+
+
+def _step(xa: torch.Tensor, g: torch.Tensor, size) -> torch.Tensor:
+    """clip(xa + size * sign(g), 0, 1), in place on ``g`` (size: a scalar or a per-example tensor)."""
+    g.sign_()
+    g = g.mul_(size).add_(xa) if isinstance(size, torch.Tensor) else g.mul_(size).add_(xa)
+    return g.clamp_(0, 1)
 
 
 def _uniform(rs, rows: torch.Tensor, drawn: torch.Tensor, shape: tuple[int, ...], eps: float,
@@ -125,8 +133,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> tupl
     if eps == 0 or not len(x):
         return _wrong(model, x, y) if len(x) else torch.zeros(0, dtype=torch.bool), x.clone()
     _, wrong0, g = _grad(model, x, y, ("ce",))
-    adv = (x + torch.tensor(eps, dtype=x.dtype) * g.sign()).clamp(0, 1)
-    adv = _project(adv, x, eps)
+    adv = _project(_step(x, g, torch.tensor(eps, dtype=x.dtype)), x, eps)
     return wrong0 | _wrong(model, adv, y), adv
 
 
@@ -177,7 +184,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: i
                     if not len(idx):
                         break
                 if _t < steps:
-                    xa = _project((xa + step * g.sign()).clamp(0, 1), x0[idx], eps)
+                    xa = _project(_step(xa, g, step), x0[idx], eps)
             if keep_final:
                 take = torch.ones(len(ex), dtype=torch.bool) if r == 0 else hit
                 adv[li[take], ex[take]] = xa[take]
@@ -248,8 +255,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: 
         count = torch.zeros(len(rows))
         f_0, wrong, g = _grad(model, x_k, ys, losses)
         found(x_k, wrong, all_rows)
-        z = (x_k + eta.view(view) * g.sign()).clamp(0, 1)
-        x_1 = _project(z, x0, eps)
+        x_1 = _project(_step(x_k, g, eta.view(view)), x0, eps)
         f_1, wrong, g_1 = _grad(model, x_1, ys, losses)
         found(x_1, wrong, all_rows)
         eta_w, f_max_w, f_max = eta.clone(), f_0.clone(), f_0.clone()
@@ -259,9 +265,10 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: 
         count[ge] += 1
         x_km1, x_k, g = x_k, x_1, g_1
         for k in range(1, steps):
-            z = _project((x_k + eta.view(view) * g.sign()).clamp(0, 1), x0, eps)
-            x_new = x_k + 0.75 * (z - x_k) + (1 - 0.75) * (x_k - x_km1)
-            x_new = _project(x_new.clamp(0, 1), x0, eps)
+            z = _project(_step(x_k, g, eta.view(view)), x0, eps)
+            # x_k + 0.75 (z - x_k) + 0.25 (x_k - x_km1), rounded in ART's order
+            x_new = z.sub_(x_k).mul_(0.75).add_(x_k).add_((x_k - x_km1).mul_(1 - 0.75))
+            x_new = _project(x_new.clamp_(0, 1), x0, eps)
             f_new, wrong, g_new = _grad(model, x_new, ys, losses)
             found(x_new, wrong, all_rows)
             better = f_new > f_max
@@ -330,6 +337,7 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, queri
     wrong = better & (lg.argmax(1) != ys)
     idx = torch.arange(len(rows))
     e2 = 2 * eps
+    lo, hi = x0 - eps, x0 + eps  # float32, as ART's numpy computes x_init -+ eps
     for i in range(queries):
         live = ~wrong[idx]
         idx = idx[live]
@@ -340,11 +348,15 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, queri
         top = rs.randint(0, H - h)
         left = rs.randint(0, W - h)
         signs = rs.choice([-e2, e2], size=[C, 1, 1])
-        delta = torch.zeros((C, H, W), dtype=torch.float64)
-        delta[:, top : top + h, left : left + h] = torch.from_numpy(np.asarray(signs, dtype=np.float64))
-        xc, xi = xr[idx], x0[idx]
-        cand = torch.minimum(torch.maximum(xc.double() + delta, (xi - eps).double()), (xi + eps).double())
-        cand = cand.clamp(0, 1).to(x.dtype)
+        xc = xr[idx]
+        # ART: min(max(xr + delta, x - eps), x + eps) in float64, clipped to [0, 1], cast to float32.
+        # Outside the square delta is 0 and every operand float32: the same numbers in float32.
+        li, hi_ = lo[idx], hi[idx]
+        cand = torch.minimum(torch.maximum(xc, li), hi_).clamp_(0, 1)
+        win = (slice(None), slice(None), slice(top, top + h), slice(left, left + h))
+        sq = xc[win].double() + torch.from_numpy(np.asarray(signs, dtype=np.float64)).view(1, C, 1, 1)
+        sq = torch.minimum(torch.maximum(sq, li[win].double()), hi_[win].double())
+        cand[win] = sq.clamp_(0, 1).to(x.dtype)
         lg = model(cand)
         m_new = -margins(lg, ys[idx])
         better = m_new < m_cur[idx]
