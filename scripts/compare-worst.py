@@ -14,8 +14,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from localstdp.evaluation.settings import unpack  # noqa: E402
+import numpy as np
+
+
+def unpack(hexstr: str, n: int) -> np.ndarray:
+    """localstdp.evaluation.settings.unpack, without importing the package (its torch start-up)."""
+    return np.unpackbits(np.frombuffer(bytes.fromhex(hexstr), dtype=np.uint8))[:n].astype(bool)
 
 
 def rows(path: str) -> dict:

@@ -86,14 +86,28 @@ def bench_reproduce() -> dict:
 
 
 def run_attack_bench(cases: list[str] | None = None, reproduce: bool = True) -> dict:
-    result = {"cases": {c: bench_case(c) for c in (cases or list(CASES))}}
+    import os
+    import platform
+
+    result = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__,
+              "machine": platform.processor() or platform.machine(), "load_start": list(os.getloadavg())}
+    result["cases"] = {c: bench_case(c) for c in (cases or list(CASES))}
     if reproduce:
         result["reproduce"] = bench_reproduce()
+    result["load_end"] = list(os.getloadavg())
     return result
 
 
 def render_markdown(result: dict, command: str) -> str:
-    lines = [f"Measured by `{command}` ({result.get('threads', torch.get_num_threads())} torch threads).", "",
+    load = ""
+    if "load_start" in result:
+        load = (f"; load average at start {', '.join(f'{v:.2f}' for v in result['load_start'])}, at end "
+                f"{', '.join(f'{v:.2f}' for v in result['load_end'])}")
+    lines = [f"Measured by `{command}` ({result.get('threads', '?')} torch threads, {result.get('cpus', '?')} CPUs, "
+             f"torch {result.get('torch', '?')}{load}). Each case trains the local rule on the config (limits: "
+             "fashion-mnist 3 epochs on its first 12,000 training images, mnist-10-cnn 3 epochs), then runs the "
+             "suite with the default settings on its first N test examples: the panel mode (every attack on "
+             "every example, 8 eps) and the worst-case-only mode (survivors only).", "",
              "| case | attacked examples | panel suite (s) | worst-case-only suite (s) | target (s) | met | "
              "worst @0.1 panel / worst-only |", "|---|---|---|---|---|---|---|"]
     for name, r in result["cases"].items():

@@ -115,11 +115,13 @@ def render_markdown(result: dict, json_path: str, png_path: str, notes: str = ""
 
 
 def write_report(json_path: str | Path, md_path: str | Path = "BENCHMARKS.md", png_path: str | Path | None = None,
-                 notes_path: str | Path | None = None, command: str | None = None) -> tuple[Path, Path]:
+                 notes_path: str | Path | None = None, command: str | None = None,
+                 attacks_path: str | Path | None = None) -> tuple[Path, Path]:
     """Write the markdown report and the width plot from a benchmark JSON; returns their paths.
 
     ``notes_path``: an optional markdown file appended verbatim (the analysis of the numbers);
-    ``command``: the command line to name in the report's first line."""
+    ``command``: the command line to name in the report's first line; ``attacks_path``: the JSON of
+    ``localstdp bench --attacks``, rendered as the report's attack-suite section."""
     json_path, md_path = Path(json_path), Path(md_path)
     try:
         result = json.loads(json_path.read_text(encoding="utf-8"))
@@ -132,6 +134,18 @@ def write_report(json_path: str | Path, md_path: str | Path = "BENCHMARKS.md", p
     png_path = Path(png_path) if png_path else json_path.with_name(json_path.stem + "_width.png")
     plot_width(result, png_path)
     notes = Path(notes_path).read_text(encoding="utf-8") if notes_path else ""
+    if attacks_path:
+        from .attacks import render_markdown as attacks_markdown
+
+        try:
+            attacks = json.loads(Path(attacks_path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise LocalSTDPError(f"{attacks_path}: not an attack-bench JSON: {exc}") from None
+        if "cases" not in attacks:
+            raise LocalSTDPError(f"{attacks_path}: not an attack-bench JSON (no cases)")
+        section = ["## Attack suite: seconds per model (issue 22)", "",
+                   attacks_markdown(attacks, attacks.get("command", "localstdp bench --attacks"))]
+        notes = "\n".join(section) + ("\n" + notes if notes else "")
     rel_png = os.path.relpath(png_path, md_path.parent)
     rel_json = os.path.relpath(json_path, md_path.parent)
     md_path.write_text(render_markdown(result, rel_json, rel_png, notes, command), encoding="utf-8")

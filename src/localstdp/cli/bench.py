@@ -40,6 +40,8 @@ def _add_bench(sub) -> None:
                    help=f"markdown report path for --report (default {DEFAULT_DIR}/BENCHMARKS.md)")
     p.add_argument("--plot", help="plot path for --report (default: next to the report, JSON_STEM_width.png)")
     p.add_argument("--notes", help="a markdown file appended to the report (the analysis)")
+    p.add_argument("--attacks-report", metavar="JSON", help="with --report: the JSON of `bench --attacks`, rendered "
+                   "as the report's attack-suite section")
     p.add_argument("--force", action="store_true", help="overwrite files that git tracks (BENCHMARKS.md, benchmarks/*)")
     p.set_defaults(func=cmd_bench)
 
@@ -112,7 +114,9 @@ def cmd_bench(args) -> int:
                 raise OutputError(f"cannot create the directory of {out}: {exc.strerror or exc}") from None
         words = ["localstdp", "bench", "--report", args.report, "--md", args.md, "--plot", plot]
         words += ["--notes", args.notes] if args.notes else []
-        md, png = write_report(args.report, args.md, plot, args.notes, " ".join(shlex.quote(w) for w in words))
+        words += ["--attacks-report", args.attacks_report] if args.attacks_report else []
+        md, png = write_report(args.report, args.md, plot, args.notes, " ".join(shlex.quote(w) for w in words),
+                               args.attacks_report)
         print(f"wrote {md} and {png}")
         return 0
     overrides = {}
