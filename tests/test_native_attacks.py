@@ -112,7 +112,7 @@ def test_square_matches_art(setup):
     clf_m = ref.make_classifier(net, (1, 8, 8), k, "margin")
     art = _art_broken(net, ref.square(clf_m, x.numpy(), y.numpy(), eps, 60, 3), y)
     np.random.seed(3)
-    b, adv = native.square(net, x, y, eps, 60, rs=np.random, art_draws=True)
+    b, adv = native.square(net, x, y, eps, 60, rs=np.random)
     _compare(b, art, ok)
     assert (~ref.correct(net, adv.numpy(), y.numpy()) == b.numpy()).all()
 

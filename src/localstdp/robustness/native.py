@@ -15,11 +15,12 @@ ART stays the reference: ``tests/test_native_attacks.py`` runs both on fixed see
 checks the native attack is never weaker per example.
 
 Random draws come from ``rs``, a numpy ``RandomState`` (or the ``numpy.random`` module itself, whose
-global stream ART draws from). With ``art_draws=False`` (the suite's mode) every per-example draw is
-made for all ``n`` examples of the call and indexed by the examples attacked, so an example's random
-start does not depend on which other examples are still alive: an attack on the survivors of other
-attacks gives every survivor the same trajectory as an attack on every example. With
-``art_draws=True`` the draws follow ART's own order and shapes (the reference test).
+global stream ART draws from). PGD's starts are drawn for all ``n`` examples of the call every start,
+and Square's stripes for every correctly classified example, as ART draws them; APGD's starts are
+drawn for all ``n`` (``art_draws=False``, the suite's mode) or in ART's order and shapes
+(``art_draws=True``, the reference test). Either way each example's draw is indexed from a draw that
+does not depend on which other examples are still alive, so an attack on the survivors of other
+attacks gives every survivor the same trajectory as an attack on every example.
 
 Every function takes ``x`` as a float tensor of the model's input shape and ``y`` as class indices,
 and returns ``(broken, x_adv)``: ``broken`` a bool tensor (n,), ``x_adv`` the adversarial examples
@@ -301,13 +302,13 @@ def _square_fraction(i: int, steps: int, p_init: float = 0.8) -> float:
 
 @torch.no_grad()
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, queries: int = 300, rs=None,
-           seed: int = 0, alive: torch.Tensor | None = None,
-           art_draws: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+           seed: int = 0, alive: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The Square attack (Andriushchenko et al. 2020), L-inf, gradient-free, as ART's SquareAttack:
     vertical stripes of +-eps to start, then ``queries`` iterations that each try one random square
     (one position and one sign per channel, shared by the batch) of +-2 eps, clipped to the ball and to
     [0, 1], kept per example where it lowers the margin z_y - max_{j != y} z_j. ``x`` is (n, C, H, W).
-    One forward per iteration on the examples still correctly classified (ART: three)."""
+    One forward per iteration on the examples still correctly classified (ART: three). Its draws are
+    ART's in ART's order (with ``rs`` numpy's global stream, seeded, it repeats ART's run)."""
     _check(x, eps)
     if x.dim() != 4:
         raise ValueError(f"the Square attack needs image input (n, C, H, W), got shape {tuple(x.shape)}")
@@ -324,9 +325,13 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, queri
     rows = todo.nonzero().squeeze(1)
     x0, ys = x[rows], y[rows]
     m_cur = -margins(logits[rows], ys)  # ART's loss z_y - z_(2); > 0 while correct
-    size = (n if not art_draws else len(rows), C, 1, W)
-    stripes = rs.choice([-1, 1], size=size)
-    stripes = stripes[rows.numpy()] if not art_draws else stripes
+    # the starting stripes are drawn for every correctly classified example, as ART draws them, and
+    # indexed: an attack on a subset (``alive``) gives each of its examples the same stripes
+    drawn = (~wrong0).nonzero().squeeze(1)
+    stripes = rs.choice([-1, 1], size=(len(drawn), C, 1, W))
+    pos = torch.full((n,), -1, dtype=torch.long)
+    pos[drawn] = torch.arange(len(drawn))
+    stripes = stripes[pos[rows].numpy()]
     # float64 arithmetic cast back, as ART's numpy does
     cand = (x0.double() + eps * torch.from_numpy(stripes.astype(np.float64))).clamp(0, 1).to(x.dtype)
     lg = model(cand)
