@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SEEDS ?= 5
 OUT ?= results
 
-.PHONY: install test test-all reproduce lint lock wheel-check clean
+.PHONY: install test test-all reproduce lint lock wheel-check docs clean
 
 install: $(STAMP)
 
@@ -36,11 +36,16 @@ reproduce: $(STAMP)
 	$(BIN)/localstdp reproduce --seeds $(SEEDS) --out $(OUT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests scripts examples
+	$(BIN)/ruff check src tests scripts examples docs
 
 # build the wheel, install it into a fresh venv and run train / reproduce by name from an empty directory
 wheel-check: $(STAMP)
 	PYTHON=$(PYTHON) BUILD_PY=$(BIN)/python scripts/wheel-check.sh
 
+# the docs site into site/ (mkdocs.yml); --strict: a broken link, anchor or reference fails the build. The config,
+# CLI and API reference pages are generated from the code on every build (docs/gen_ref.py)
+docs: $(STAMP)
+	DISABLE_MKDOCS_2_WARNING=true NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache site
