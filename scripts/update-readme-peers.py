@@ -1,15 +1,16 @@
-"""Replace the README's peer-comparison block with what a ``reproduce --suite peers`` results.json generates.
+"""Replace a peer-comparison block of docs/comparison.md with what a ``reproduce --suite peers`` results.json
+generates.
 
     .venv/bin/python scripts/update-readme-peers.py [docs/reproduce/peers/results.json] [--no-plot]
 
 The block lies between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``, NAME the results.json's directory
 (``peers`` for docs/reproduce/peers, ``peers-fashion`` for docs/reproduce/peers-fashion; any other directory is
-refused, so the README's other generated blocks stay untouched): the command that made the
+refused, so the page's other text stays untouched): the command that made the
 run (rebuilt from the run's own settings), one table of clean accuracy, worst-case robust accuracy at
 eps 0.05 and 0.1 and the gradient-masking checks per task and method, the failed checks by name, and
 which method is highest per task. It also draws the block's plot (worst case at eps 0.1 per task and
-method, PEERS_PLOT beside the results.json). tests/test_suite_peers.py checks that the README block
-equals what the committed results.json generates, so a README number cannot drift from the run.
+method, PEERS_PLOT beside the results.json). tests/test_suite_peers.py checks that the page's blocks
+equal what the committed results.json files generate, so a quoted number cannot drift from the run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "docs/reproduce/peers/results.json"
+PAGE = ROOT / "docs/comparison.md"  # the page holding the blocks (its links are relative to docs/)
 PEERS_PLOT = "peers-worst-0.1.png"
 EPS = ("0.05", "0.1")
 
@@ -89,7 +91,7 @@ def block(res: dict, out: str = "docs/reproduce/peers") -> str:
 
     lines += ["", f"Highest mean clean accuracy: {best('clean_accuracy')}.",
               f"Highest mean worst-case accuracy at eps 0.1: {best('robust_accuracy', 'worst', '0.1')}.", "",
-              f"![worst-case accuracy at eps 0.1 per task and method]({out}/{PEERS_PLOT})"]
+              f"![worst-case accuracy at eps 0.1 per task and method]({out.removeprefix('docs/')}/{PEERS_PLOT})"]
     return "\n".join(lines) + "\n"
 
 
@@ -132,18 +134,17 @@ def main(argv: list[str]) -> int:
     res = json.loads(src.read_text())
     out = src.resolve().parent.relative_to(ROOT).as_posix()
     tag = src.resolve().parent.name
-    if not tag.startswith("peers"):  # the README's other generated blocks (results, ...) are not this script's
+    if not tag.startswith("peers"):  # the site's other generated blocks (results, ...) are not this script's
         sys.exit(f"update-readme-peers.py: {src} is not in a docs/reproduce/peers* directory")
     body = block(res, out)
-    readme = ROOT / "README.md"
     text, n = re.subn(rf"(<!-- {tag}:begin -->\n).*?(<!-- {tag}:end -->)", lambda m: m.group(1) + body + m.group(2),
-                      readme.read_text(), flags=re.S)
+                      PAGE.read_text(), flags=re.S)
     if n != 1:
-        sys.exit(f"README.md has no <!-- {tag}:begin --> ... <!-- {tag}:end --> block")
-    readme.write_text(text)
+        sys.exit(f"docs/comparison.md has no <!-- {tag}:begin --> ... <!-- {tag}:end --> block")
+    PAGE.write_text(text)
     if not no_plot:
         plot(res, src.parent / PEERS_PLOT)
-    print(f"README.md: {body.count(chr(10))} generated lines from {src}")
+    print(f"docs/comparison.md: {body.count(chr(10))} generated lines from {src}")
     return 0
 
 

@@ -1,10 +1,11 @@
 """Verdicts, tables and sentences from hand-made rows (no training): the numbers printed are the
 numbers computed, a significant difference is never "equivalent", a robustness advantage that fails
-a masking check is "not established", and the README's result sentences are the ones the committed
-results.json generates."""
+a masking check is "not established", and the README's table and docs/results.md's tables and sentences
+are the ones the committed results.json generates."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -80,17 +81,26 @@ def test_tables_and_sentences_print_the_computed_numbers(tmp_path):
 
 
 def test_readme_result_sentences_come_from_the_committed_results():
-    """The README block between the markers is exactly what docs/reproduce/results.json generates."""
+    """The README's one table and docs/results.md's tables and sentences (the blocks between the markers)
+    are exactly what docs/reproduce/results.json generates."""
     path = ROOT / "docs" / "reproduce" / "results.json"
     readme = (ROOT / "README.md").read_text()
-    m = re.search(r"<!-- results:begin -->\n(.*?)<!-- results:end -->", readme, re.S)
+    page = (ROOT / "docs" / "results.md").read_text()
     if not path.exists():
         pytest.skip("no committed reproduction results")
-    assert m, "README lacks the generated results block"
     res = json.loads(path.read_text())
+    m = re.search(r"<!-- results:begin -->\n(.*?)<!-- results:end -->", page, re.S)
+    assert m, "docs/results.md lacks the generated results block"
     expected = "".join(f"- {s}\n" for t in res["claims"] for s in res["claims"][t]["sentences"])
     assert m.group(1) == expected
     from localstdp.evaluation.report import readme_tables
 
-    tables = re.search(r"<!-- tables:begin -->\n(.*?)<!-- tables:end -->", readme, re.S)
+    tables = re.search(r"<!-- tables:begin -->\n(.*?)<!-- tables:end -->", page, re.S)
     assert tables and tables.group(1) == readme_tables(res)
+    spec = importlib.util.spec_from_file_location("update_readme_results", ROOT / "scripts/update-readme-results.py")
+    upd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(upd)
+    summary = re.search(r"<!-- summary:begin -->\n(.*?)<!-- summary:end -->", readme, re.S)
+    assert summary, "README lacks the generated summary table"
+    assert summary.group(1) == upd.summary_table(res)
+    assert summary.group(1).count("| task |") == 1 and summary.group(1).count("\n| ") == len(res["checks"]) + 1

@@ -1,6 +1,7 @@
 """`localstdp reproduce --suite peers` (issue 14 item 4): the suite's tasks, methods and seeds; the peer
 learning rates the configs ship equal the validation choices in docs/tune (scripts/apply-peer-tune.py,
-tested on a temporary copy); and the README's peer block equals what the committed results.json generates."""
+tested on a temporary copy); and the peer blocks of docs/comparison.md equal what the committed results.json files
+generate."""
 
 from __future__ import annotations
 
@@ -162,13 +163,13 @@ def test_apply_script_command_line(tmp_path):
 
 
 def test_readme_peer_blocks_come_from_the_committed_results():
-    """Each README block between peers markers (<!-- peers:begin --> for docs/reproduce/peers, <!-- peers-NAME:begin -->
+    """Each docs/comparison.md block between peers markers (<!-- peers:begin --> for docs/reproduce/peers, <!-- peers-NAME:begin -->
     for docs/reproduce/peers-NAME) is exactly what that directory's committed results.json generates; each run is
     the peers suite's methods and seeds on tasks of the suite, no task is in two runs, and together they cover
     every task of the suite."""
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"<!-- (peers[\w-]*):begin -->\n(.*?)<!-- \1:end -->", readme, re.S)
-    assert blocks and blocks[0][0] == "peers", "README lacks the generated peers block"
+    page = (ROOT / "docs/comparison.md").read_text()
+    blocks = re.findall(r"<!-- (peers[\w-]*):begin -->\n(.*?)<!-- \1:end -->", page, re.S)
+    assert blocks and blocks[0][0] == "peers", "docs/comparison.md lacks the generated peers block"
     upd = _script("update-readme-peers")
     covered: list[str] = []
     for tag, body in blocks:
@@ -179,6 +180,6 @@ def test_readme_peer_blocks_come_from_the_committed_results():
         assert set(res["settings"]["tasks"]) <= set(SUITE_TASKS)
         assert (src.parent / upd.PEERS_PLOT).exists()
         covered += res["settings"]["tasks"]
-    assert sorted(covered) == sorted(SUITE_TASKS), "the README's peer blocks do not cover the suite exactly once"
-    # the section title the issue asks for, right above the first block
-    assert "### How the rule compares with other local rules" in readme[: readme.index("<!-- peers:begin -->")]
+    assert sorted(covered) == sorted(SUITE_TASKS), "the page's peer blocks do not cover the suite exactly once"
+    # the section title the issue asks for, the page's title, above the first block
+    assert page.startswith("# How the rule compares with other local rules\n")
