@@ -10,7 +10,8 @@ family of comparisons of the run (every task x baseline x metric), and for clean
 equivalence test with the task's ``evaluation.equivalence_margin``. A significant difference is
 never called equivalent (stats.verdict). A robustness advantage with a failed gradient-masking check
 is "not established". The frontier verdict says whether the local rule's point lies above, on or
-below backprop's weight-decay frontier beyond the seed CIs (:func:`frontier_verdict`).
+below backprop's weight-decay frontier beyond the seed CIs, or is not comparable with it
+(:func:`frontier_verdict`).
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def frontier_summary(frows: list[dict], task: str) -> dict:
         rs = sorted((r for r in rows if r["point"] == name), key=lambda r: r["seed"])
         eps = list(rs[0]["robust_accuracy"]["worst"])
         points.append({"point": name, "method": rs[0]["method"], "knob": rs[0]["knob"], "value": rs[0]["value"],
-                       "seeds": [r["seed"] for r in rs],
+                       "seeds": [r["seed"] for r in rs], "n_test": rs[0].get("n_test"),
                        "clean": stats.describe([r["clean_accuracy"] for r in rs]),
                        "val": stats.describe([r["val_accuracy"] for r in rs if r["val_accuracy"] is not None]),
                        "worst": {e: stats.describe([r["robust_accuracy"]["worst"][e] for r in rs]) for e in eps},
@@ -173,28 +174,51 @@ def frontier_summary(frows: list[dict], task: str) -> dict:
         for p in points:
             if p["method"] == "local":
                 p["position"] = {e: frontier_verdict(p, bp, e) for e in p["worst"]}
-    return {"points": points, "verdict": verdicts}
+    out = {"points": points, "verdict": verdicts}
+    # the shallow baselines' frontiers (linear: its L2 strength; random-features: its readout's), when swept
+    against = {m: {e: frontier_verdict(base, fam, e) for e in base["worst"]} for m in ("linear", "random-features")
+               if base is not None and (fam := [p for p in points if p["method"] == m])}
+    return out | ({"against": against} if against else {})
 
 
 def _half(d: dict) -> float:
     return 0.0 if d["ci95"] is None else (d["ci95"][1] - d["ci95"][0]) / 2
 
 
-def frontier_verdict(local: dict, backprop: Sequence[dict], eps: str) -> str:
-    """"above" | "on" | "below": the local point against backprop's frontier at ``eps``.
+TOL_EXAMPLES = 3  # clean accuracies within this many test examples of each other are comparable
 
-    The backprop points that count are those at least as accurate as the local point within its
-    seed CI: clean mean >= local clean mean - its 95% CI half-width. "below": one of them is more
-    robust beyond both CIs (its robust CI lies above the local one); "above": the local robust CI
-    lies above every one of them (also when backprop never reaches that clean accuracy); else "on".
+
+def _interval(d: dict) -> tuple[float, float]:
+    return d["mean"] - _half(d), d["mean"] + _half(d)
+
+
+def comparable(a: dict, b: dict, n_test: int | None) -> bool:
+    """Whether two frontier points' clean accuracies are comparable: their 95% CIs over seeds overlap
+    (touching counts), or the gap between them is at most TOL_EXAMPLES test examples."""
+    (a_lo, a_hi), (b_lo, b_hi) = _interval(a["clean"]), _interval(b["clean"])
+    gap = max(0.0, b_lo - a_hi, a_lo - b_hi)
+    tol = TOL_EXAMPLES / n_test if n_test else 0.0
+    return gap <= tol + 1e-12
+
+
+def frontier_verdict(local: dict, backprop: Sequence[dict], eps: str) -> str:
+    """"below" | "above" | "on" | "not comparable": the local point against backprop's frontier at ``eps``.
+
+    The points of COMPARABLE clean accuracy are those whose CI overlaps the local point's or lies
+    within TOL_EXAMPLES test examples of it (:func:`comparable`). "below": a comparable point, or one
+    at least as accurate (clean mean >= the local point's lower CI bound), is more robust beyond
+    both CIs (its robust CI lies entirely above the local one). Otherwise "not comparable" when no
+    point is comparable (an empty comparison is never "above"); "above" when every comparable point
+    is less robust beyond both CIs; else "on". Touching robust CIs are not "beyond".
     """
-    c_lo = local["clean"]["mean"] - _half(local["clean"])
-    r = local["worst"][eps]
-    r_lo, r_hi = r["mean"] - _half(r), r["mean"] + _half(r)
-    peers = [p for p in backprop if p["clean"]["mean"] >= c_lo]
-    if any(p["worst"][eps]["mean"] - _half(p["worst"][eps]) > r_hi for p in peers):
+    c_lo, _ = _interval(local["clean"])
+    r_lo, r_hi = _interval(local["worst"][eps])
+    peers = [p for p in backprop if comparable(local, p, local.get("n_test"))]
+    if any(_interval(p["worst"][eps])[0] > r_hi for p in backprop if p in peers or p["clean"]["mean"] >= c_lo):
         return "below"
-    if all(p["worst"][eps]["mean"] + _half(p["worst"][eps]) < r_lo for p in peers):
+    if not peers:
+        return "not comparable"
+    if all(_interval(p["worst"][eps])[1] < r_lo for p in peers):
         return "above"
     return "on"
 
@@ -241,9 +265,13 @@ def format_p(p) -> str:
     return "n/a" if p is None else (f"{p:.2g}" if p >= 1e-3 else "< 0.001")
 
 
+FRONTIER_WORDS = {"not comparable": "outside its clean-accuracy range (not comparable)"}
+
+
 def frontier_phrase(verdicts: dict) -> str:
-    """e.g. "on it at eps 0.05, above it at eps 0.1"."""
-    return ", ".join(f"{v} it at eps {e}" for e, v in verdicts.items())
+    """e.g. "on it at eps 0.05, above it at eps 0.1"; "not comparable": "outside its clean-accuracy
+    range (not comparable) at eps 0.1" (no backprop point of comparable clean accuracy)."""
+    return ", ".join(f"{FRONTIER_WORDS.get(v, f'{v} it')} at eps {e}" for e, v in verdicts.items())
 
 
 def sentences(res, task, best_clean, best_rob, acc, rob, cert, fr) -> list[str]:
@@ -264,4 +292,7 @@ def sentences(res, task, best_clean, best_rob, acc, rob, cert, fr) -> list[str]:
     if fr:
         out.append(f"{task}: against backprop's weight-decay frontier the local rule's point lies "
                    + frontier_phrase(fr) + ".")
+    for m, v in res.get("frontier", {}).get(task, {}).get("against", {}).items():
+        what = "the linear model's" if m == "linear" else "the random-features readout's"
+        out.append(f"{task}: against {what} L2 frontier the local rule's point lies " + frontier_phrase(v) + ".")
     return out
