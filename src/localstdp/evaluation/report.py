@@ -16,7 +16,7 @@ from .analysis import format_p, frontier_phrase
 
 ATTACK_ORDER = ("fgsm", "pgd", "autoattack", "square", "random_search", "transfer", "noise", "worst", "certified")
 METHOD_COLORS = {"local": "tab:blue", "backprop": "tab:red", "backprop-wd": "tab:orange", "backprop-es": "tab:purple",
-                 "backprop-mse": "tab:brown"}
+                 "backprop-mse": "tab:brown", "linear": "tab:green", "random-features": "tab:olive"}
 
 
 def _cell(summary, task, method, metric, attack=None, eps=None):
@@ -138,11 +138,17 @@ def markdown(results: dict) -> str:
     if results.get("frontier"):
         lines += ["", "## Robustness–accuracy frontier", "",
                   "Backprop's weight decay swept; the local rule at its own settings and along eta, epochs and "
-                  "rule.weight_decay (one at a time). Verdict: the local rule's own point against backprop's "
-                  "points that are at least as accurate (within its CI): above / on / below beyond the seed CIs.", ""]
+                  "rule.weight_decay (one at a time); the linear and random-features baselines along their L2 "
+                  "strength when they ran. Verdict for the local rule's own point: backprop points are of comparable "
+                  "clean accuracy when their CIs overlap its CI or lie within 3 test examples of it; **below** if "
+                  "one of those, or a more accurate one, is more robust beyond both seed CIs; else **not "
+                  "comparable** if there is none; **above** if every one is less robust beyond both CIs; else "
+                  "**on**.", ""]
         for t, fr in results["frontier"].items():
             es = list(fr["points"][0]["worst"])
-            lines += [f"### {t}: " + ", ".join(f"eps {e}: **{v}**" for e, v in fr["verdict"].items()), "",
+            vs = [("backprop", fr["verdict"])] + list(fr.get("against", {}).items())
+            lines += [f"### {t}: " + "; ".join(f"against {m}: " + ", ".join(f"eps {e}: **{v}**" for e, v in d.items())
+                                             for m, d in vs if d), "",
                       "| point | clean | " + " | ".join(f"worst @ {e} | certified @ {e}" for e in es) + " |",
                       "|---|---|" + "---|---|" * len(es)]
             for p in fr["points"]:
@@ -278,7 +284,13 @@ def plot_frontier(results: dict, task: str, path) -> None:
                             label="local rule" + ("" if knob == "base" else f", {knob} sweep"))
         ax.set_xlabel("clean test accuracy")
         ax.set_ylabel(f"worst-case accuracy at eps {e}")
-        ax.set_title(f"{task}, eps {e}: local point {fr['verdict'].get(e, '?')} backprop's frontier")
+        for m, color in (("linear", "tab:green"), ("random-features", "tab:olive")):
+            pts = sorted((p for p in fr["points"] if p["method"] == m), key=lambda p: p["value"])
+            if pts:
+                ax.errorbar([p["clean"]["mean"] for p in pts], [p["worst"][e]["mean"] for p in pts],
+                            xerr=[p["clean"]["std"] for p in pts], yerr=[p["worst"][e]["std"] for p in pts],
+                            color=color, marker="v", ms=4, capsize=2, label=f"{m}, L2 sweep")
+        ax.set_title(f"{task}, eps {e}: local point vs backprop's frontier: {fr['verdict'].get(e, '?')}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
