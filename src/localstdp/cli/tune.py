@@ -11,7 +11,8 @@ import sys
 def _add_tune(sub) -> None:
     from ..registry import PANEL_METHODS  # plain data: --help loads no torch
 
-    p = sub.add_parser("tune", help="choose a method's settings by mean validation accuracy over seeds")
+    p = sub.add_parser("tune", help="choose a method's settings by mean validation accuracy over seeds (ties: "
+                                    "the lower validation cross-entropy, then the middle of the tie)")
     p.add_argument("--config", required=True,
                    help="TOML config file, or a shipped config's name (e.g. iris; `localstdp configs` lists them)")
     p.add_argument("--rule", required=True, choices=PANEL_METHODS, help="the method to tune")
@@ -34,7 +35,8 @@ def cmd_tune(args) -> int:
     res = tune(cfg, args.rule, grid, args.seeds, epochs=args.epochs, progress=not args.no_progress)
     written = write_tune(res, args.out, source=str(args.config))
     for r in res["points"]:
-        mark = "  <- chosen" if r["point"] == res["chosen"] else ""
+        mark = "  <- chosen" if r["point"] == res["chosen"] else "  (tied)" if r["point"] in res["tied"] else ""
         print(f"{r['point']}: val accuracy {r['mean']:.4f} ± {r['std']:.4f}{mark}")
+    print(f"chosen by {res['chosen_by']}", file=sys.stderr)
     print(f"wrote {', '.join(map(str, written))} ({res['wall_seconds']:.0f} s)", file=sys.stderr)
     return 0

@@ -2,11 +2,15 @@
 
 Every point of a grid (the product of ``--grid key=v1,v2,...`` axes) trains the method with
 ``train.seed`` = 0..seeds-1; its score is the mean validation accuracy over seeds (of the last
-epoch, or of the best epoch for the early-stopped ``backprop-es``). The highest score wins; ties go
-to the earlier grid point. The test split is removed from the data before training, so no choice
-can depend on it. Outputs (``--out DIR``): ``tune.json`` (every point and seed), ``tune.md`` (the
-table) and ``config.toml`` (the input config with the chosen values: in the base sections for
-``local`` and ``backprop``, in ``[methods.<name>]`` for the panel's variants).
+epoch, or of the best epoch for the early-stopped ``backprop-es``). The highest score wins. Ties
+(equal mean validation accuracy, common where the validation split is small) are broken by a rule
+fixed in advance and the same for every method, never by grid order (:data:`TIE_RULE`): the lowest
+mean validation cross-entropy of the same models (softmax of the scores whose argmax is the
+prediction), then, where that ties too, the middle of the tied points in grid order. The test split is removed from the data before training, so no choice
+can depend on it. Outputs (``--out DIR``): ``tune.json`` (every point and seed, the tied points and
+how the tie was broken), ``tune.md`` (the table) and ``config.toml`` (the input config with the
+chosen values: in the base sections for ``local`` and ``backprop``, in ``[methods.<name>]`` for the
+panel's variants).
 """
 
 from __future__ import annotations
@@ -72,6 +76,37 @@ def apply_point(cfg: ExperimentConfig, method: str, point: dict) -> ExperimentCo
     return config_from_dict(raw | {"methods": methods})
 
 
+TIE_RULE = ("highest mean validation accuracy; among points tied on it, the lowest mean validation "
+            "cross-entropy; among points tied on both, the middle one in grid order (the lower middle of an even count)")
+TIE_TOL = 1e-9  # means closer than this are equal (accuracies are counts / n_val: far coarser)
+
+
+def choose(rows: Sequence[dict]) -> tuple[int, list[int], str]:
+    """(index of the chosen point, indices of the points tied on validation accuracy, what decided):
+    :data:`TIE_RULE`, from each row's "mean" (validation accuracy) and "mean_cross_entropy"."""
+    best = max(r["mean"] for r in rows)
+    tied = [i for i, r in enumerate(rows) if r["mean"] >= best - TIE_TOL]
+    if len(tied) == 1:
+        return tied[0], tied, "validation accuracy"
+    ce = min(rows[i]["mean_cross_entropy"] for i in tied)
+    flat = [i for i in tied if rows[i]["mean_cross_entropy"] <= ce + TIE_TOL]
+    if len(flat) == 1:
+        return flat[0], tied, f"validation cross-entropy among {len(tied)} points tied on validation accuracy"
+    return flat[(len(flat) - 1) // 2], tied, (f"the middle of {len(flat)} points tied on validation accuracy "
+                                              "and cross-entropy")
+
+
+@torch.no_grad()
+def val_cross_entropy(model, ds: Dataset, batch_size: int = 4096) -> float:
+    """Mean cross-entropy of softmax(model(x)) on the validation split (the model's forward gives the
+    scores its prediction is the argmax of: the logits z^L, or Forward-Forward's goodness per label)."""
+    total = 0.0
+    for i in range(0, len(ds.y_val), batch_size):
+        z = model(ds.x_val[i : i + batch_size]).double()
+        total += float(torch.nn.functional.cross_entropy(z, ds.y_val[i : i + batch_size], reduction="sum"))
+    return total / len(ds.y_val)
+
+
 def without_test(ds: Dataset) -> Dataset:
     """The data set with its test split removed: what tuning is allowed to see."""
     return dataclasses.replace(ds, x_test=ds.x_test[:0], y_test=ds.y_test[:0])
@@ -103,22 +138,26 @@ def tune(cfg: ExperimentConfig, method: str, grid: dict[str, list], seeds: int =
     try:
         for point, pcfg in zip(points, configs):
             mcfg = method_config(pcfg, method)
-            vals, eps = [], []
+            vals, eps, ces = [], [], []
             for seed in range(seeds):
                 if bar is not None:
                     bar.set_postfix_str(", ".join(f"{k}={v}" for k, v in point.items()) + f" seed {seed}")
-                m = train(mcfg.with_overrides(seed=seed), spec.learner, None, dataset=ds)
+                m = train(mcfg.with_overrides(seed=seed), spec.learner, None, dataset=ds, keep_epochs=spec.early_stop)
                 e = selected_epoch(m["history"], spec.early_stop)
+                if e != len(m["history"]):  # the early-stopped epoch's weights (backprop-es: the MLP itself)
+                    m["model"].load_state_dict(m["epoch_states"][e - 1])
                 vals.append(float(m["history"][e - 1]["val_accuracy"]))
+                ces.append(val_cross_entropy(m["model"], ds))
                 eps.append(e)
                 if bar is not None:
                     bar.update(1)
             rows.append({"point": point, "val_accuracy": vals, "mean": float(np.mean(vals)),
-                         "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, "epochs": eps})
+                         "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, "epochs": eps,
+                         "val_cross_entropy": ces, "mean_cross_entropy": float(np.mean(ces))})
     finally:
         if bar is not None:
             bar.close()
-    best = max(range(len(rows)), key=lambda i: (rows[i]["mean"], -i))  # ties: the earlier point
+    best, tied, decided = choose(rows)
     return {
         "method": method,
         "grid": grid,
@@ -129,6 +168,9 @@ def tune(cfg: ExperimentConfig, method: str, grid: dict[str, list], seeds: int =
         "points": rows,
         "chosen": rows[best]["point"],
         "chosen_mean": rows[best]["mean"],
+        "tied": [rows[i]["point"] for i in tied] if len(tied) > 1 else [],
+        "chosen_by": decided,
+        "tie_rule": TIE_RULE,
         "config": configs[best].to_dict(),
         "threads": torch.get_num_threads(),
         "wall_seconds": time.perf_counter() - t0,
@@ -140,16 +182,26 @@ def tune_markdown(res: dict, source: str = "") -> str:
     lines = [f"# tune {res['method']}{' on ' + source if source else ''}", "",
              f"Mean validation accuracy over seeds {res['seeds']} ({res['n_val']} validation examples, "
              f"{res['n_train']} training, {res['epochs']} epochs); the test split was not read.", "",
-             "| " + " | ".join(keys) + " | val accuracy (mean ± std) | per seed |",
-             "|" + "---|" * (len(keys) + 2)]
+             "| " + " | ".join(keys) + " | val accuracy (mean ± std) | val cross-entropy | per seed |",
+             "|" + "---|" * (len(keys) + 3)]
+    tied = res.get("tied", [])
     for r in res["points"]:
-        mark = " **(chosen)**" if r["point"] == res["chosen"] else ""
+        mark = " **(chosen)**" if r["point"] == res["chosen"] else " (tied)" if r["point"] in tied else ""
         per = ", ".join(f"{v:.3f}" for v in r["val_accuracy"])
         if PANEL[res["method"]].early_stop:
             per += f" (epochs {', '.join(map(str, r['epochs']))})"
+        ce = f"{r['mean_cross_entropy']:.4f}" if "mean_cross_entropy" in r else "-"
         lines.append("| " + " | ".join(str(r["point"][k]) for k in keys)
-                     + f" | {r['mean']:.4f} ± {r['std']:.4f}{mark} | {per} |")
+                     + f" | {r['mean']:.4f} ± {r['std']:.4f}{mark} | {ce} | {per} |")
+    if "tie_rule" in res:
+        lines += ["", f"Choice: {res['tie_rule']}. "
+                  + (f"Tied on validation accuracy: {', '.join(_point_text(p) for p in tied)}; " if tied else
+                     "No tie on validation accuracy; ") + f"decided by {res['chosen_by']}."]
     return "\n".join(lines) + "\n"
+
+
+def _point_text(point: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in point.items())
 
 
 def write_tune(res: dict, out: str | Path, source: str = "") -> list[Path]:
