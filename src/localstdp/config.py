@@ -158,16 +158,19 @@ class FrontierConfig:
 
     backprop_weight_decay: backprop's weight decay values (the frontier backprop traces; 0 = plain).
     local_lr: the local rule's eta values; local_epochs: epoch budgets; local_weight_decay: values
-    of rule.weight_decay. Empty lists sweep nothing along that knob.
+    of rule.weight_decay. Empty lists sweep nothing along that knob. linear_l2 / readout_l2: the L2
+    strengths of the linear and random-features baselines (swept only when those methods run).
     """
 
     backprop_weight_decay: list[float] = field(default_factory=lambda: [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2])
     local_lr: list[float] = field(default_factory=list)
     local_epochs: list[int] = field(default_factory=list)
     local_weight_decay: list[float] = field(default_factory=lambda: [1e-3, 1e-2])
+    linear_l2: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0])
+    readout_l2: list[float] = field(default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
 
     def __post_init__(self) -> None:
-        for name in ("backprop_weight_decay", "local_weight_decay"):
+        for name in ("backprop_weight_decay", "local_weight_decay", "linear_l2", "readout_l2"):
             if any(not math.isfinite(v) or v < 0 for v in getattr(self, name)):
                 raise ConfigError(f"frontier.{name} = {getattr(self, name)!r}: expected values >= 0")
         if any(not math.isfinite(v) or v <= 0 for v in self.local_lr):

@@ -34,8 +34,12 @@ SUITES: dict[str, tuple[str, ...]] = {
 # --methods NAME ... (each its own learner, settings in [methods.<name>.peers]).
 DEFAULT_METHODS: tuple[str, ...] = ("local", "backprop", "backprop-wd", "backprop-es", "backprop-mse")
 PEER_RULES: tuple[str, ...] = ("fa", "dfa", "drtp", "pepita", "ff")
-PANEL_METHODS: tuple[str, ...] = (*DEFAULT_METHODS, *PEER_RULES)
+# The simplest models that could explain a result (issue 23; rules/shallow.py), also only with --methods:
+# logistic regression on the input pixels, and the task's network with frozen random hidden layers and
+# a trained readout. Their L2 strength is [methods.<name>.backprop] weight_decay, chosen by `localstdp tune`.
+SHALLOW_BASELINES: tuple[str, ...] = ("linear", "random-features")
+PANEL_METHODS: tuple[str, ...] = (*DEFAULT_METHODS, *PEER_RULES, *SHALLOW_BASELINES)
 # The learners ``localstdp train --rule`` accepts: the keys of localstdp.rules.LEARNERS, in order.
-LEARNER_NAMES: tuple[str, ...] = ("local", "backprop", "backprop-mse", *PEER_RULES)
+LEARNER_NAMES: tuple[str, ...] = ("local", "backprop", "backprop-mse", *PEER_RULES, *SHALLOW_BASELINES)
 
-__all__ = ["DEFAULT_METHODS", "LEARNER_NAMES", "PANEL_METHODS", "PEER_RULES", "SUITES", "TASKS"]
+__all__ = ["DEFAULT_METHODS", "LEARNER_NAMES", "PANEL_METHODS", "PEER_RULES", "SHALLOW_BASELINES", "SUITES", "TASKS"]

@@ -26,7 +26,7 @@ from .checkpoint import atomic_write_text, load_checkpoint, load_model_tensors, 
 from .config import ExperimentConfig, config_from_dict, lr_factor
 from .data import Dataset, load_dataset
 from .errors import CheckpointError, ConfigError, DivergenceError, LocalSTDPError, OutputError
-from .model import CNN, MLP, build_network, checked_receptive_field
+from .model import CNN, MLP, build_model, build_network, checked_receptive_field
 from .resources import check_memory, dataset_to, resolve_device
 from .rules import LEARNERS, PEERS, SCORERS
 from .train_state import (  # noqa: F401  (re-exported: the parallel loops and tests import them from here)
@@ -62,10 +62,18 @@ def schedule_lr(learner, cfg: ExperimentConfig, epoch: int, batch: int, n_batche
     learner.set_lr_factor(lr_factor(t.lr_schedule, epoch * n_batches + batch, t.epochs * n_batches))
 
 
+def _network(method: str, cfg: ExperimentConfig, ds: Dataset, seed: int) -> MLP | CNN:
+    """The network ``method`` trains: the config's, or for ``linear`` (multinomial logistic regression,
+    rules/shallow.py) one nn.Linear from the input to the classes, initialised from the same seed."""
+    if method == "linear":
+        return build_model(ds.n_features, [], ds.n_classes, cfg.model.activation, seed)
+    return build_network(cfg.model, ds.n_features, ds.n_classes, seed)
+
+
 def make_learner(method: str, model: MLP | CNN, cfg: ExperimentConfig, n_classes: int):
     if method not in LEARNERS:
         raise LocalSTDPError(f"unknown method {method!r}; expected one of {', '.join(LEARNERS)}")
-    if cfg.model.kind == "cnn":
+    if cfg.model.kind == "cnn" and method != "linear":  # linear: one nn.Linear on the pixels, whatever the config
         if not isinstance(model, CNN):  # a caller that built the package MLP for a CNN config
             raise ConfigError("model.kind = 'cnn': this training path was handed the package MLP; build the model "
                               "with localstdp.model.build_network(cfg.model, n_in, n_out, seed)")
@@ -185,7 +193,7 @@ def train(
     seed = cfg.train.seed
     check_memory(cfg, ds.n_features, ds.n_classes, len(ds.y_train))  # one line, not an allocator traceback
     dev = resolve_device(device)
-    model = build_network(cfg.model, ds.n_features, ds.n_classes, seed).to(dev)
+    model = _network(method, cfg, ds, seed).to(dev)
     ds = dataset_to(ds, dev)
     learner = make_learner(method, model, cfg, ds.n_classes)
     net = predictor(learner, model)  # what accuracy (and metrics["model"], hence attacks) uses
@@ -206,7 +214,8 @@ def train(
         else:  # a fresh run: results of an earlier run in this directory must not survive next to it
             _remove_stale(out_dir, (CHECKPOINT, MODEL, METRICS))
         atomic_write_text(out_dir / CONFIG, cfg.to_toml())
-    n, bs = len(ds.y_train), cfg.train.batch_size
+    n = len(ds.y_train)
+    bs = n if getattr(learner, "full_batch", False) else cfg.train.batch_size  # rules/shallow.py: L-BFGS
     n_batches = math.ceil(n / bs)
     bar = None
     if progress:
@@ -292,7 +301,7 @@ def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, MLP | CNN, str]:
         cfg = config_from_dict(meta["config"])
         widths = [int(w) for w in meta["widths"]]
         method = str(meta["method"])
-        if cfg.model.kind == "cnn":
+        if cfg.model.kind == "cnn" and method != "linear":
             model = CNN(widths[0], cfg.model.conv, cfg.model.hidden, widths[-1])
         else:
             model = MLP(widths[0], widths[1:-1], widths[-1], cfg.model.activation)

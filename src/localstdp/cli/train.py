@@ -105,6 +105,8 @@ def cmd_train(args) -> int:
 
         if args.device == "cuda":
             raise LocalSTDPError("--device cuda: --parallel and torchrun runs train on the CPU (gloo)")
+        if args.rule in ("linear", "random-features"):  # full-batch L-BFGS (rules/shallow.py): nothing to split
+            raise LocalSTDPError(f"--rule {args.rule} trains one layer full-batch: run it without --parallel / torchrun")
         if under_torchrun() and os.environ.get("RANK") != "0":
             logging.getLogger().setLevel(logging.ERROR)  # rank 0 alone logs
         m = train_from_cli(cfg, args.rule, args.out, mode=args.parallel, nproc=args.nproc, resume=args.resume,

@@ -11,6 +11,10 @@ in its base sections (``local``, ``backprop``) or in ``[methods.<name>]`` (the v
   backprop-mse  sigmoid outputs trained with squared error to the local rule's a_hi / a_lo targets
   fa, dfa, drtp, pepita, ff   the peer local rules (docs/peers.md), settings in [methods.<name>.peers];
                 only with ``--methods`` (the default is DEFAULT_METHODS)
+  linear        multinomial logistic regression on the input pixels (rules/shallow.py)
+  random-features  the same network, hidden layers frozen at initialisation, only the output layer trained
+                (rules/shallow.py); both only with ``--methods``, each with its L2 strength
+                [methods.<name>.backprop] weight_decay chosen on validation (``localstdp tune``)
 
 The test split plays no part in any choice: epochs are picked by validation accuracy.
 """
@@ -23,7 +27,7 @@ import numpy as np
 
 from ..config import PANEL_METHODS, ExperimentConfig
 from ..errors import ConfigError
-from ..registry import DEFAULT_METHODS
+from ..registry import DEFAULT_METHODS, SHALLOW_BASELINES
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,9 @@ PANEL: dict[str, PanelMethod] = {
     "drtp": PanelMethod("drtp", "drtp", False, "direct random target projection (Frenkel et al. 2021)"),
     "pepita": PanelMethod("pepita", "pepita", False, "PEPITA, error-driven input modulation (Dellaferrera & Kreiman 2022)"),
     "ff": PanelMethod("ff", "ff", False, "Forward-Forward (Hinton 2022); predicts by goodness"),
+    "linear": PanelMethod("linear", "linear", False, "multinomial logistic regression on the pixels, L2 tuned on validation"),
+    "random-features": PanelMethod("random-features", "random-features", False,
+                                   "the same network, hidden layers frozen at initialisation, readout trained"),
 }
 assert tuple(PANEL) == PANEL_METHODS
 
@@ -63,9 +70,15 @@ def resolve_methods(names) -> list[str]:
 def method_config(cfg: ExperimentConfig, name: str) -> ExperimentConfig:
     """The config ``name`` trains with: the base config plus ``[methods.<name>]``.
 
-    backprop-wd without its own weight decay would be plain backprop under another name: refused."""
+    backprop-wd without its own weight decay would be plain backprop under another name, and linear or
+    random-features without their own L2 strength an untuned baseline: refused."""
     if name not in PANEL:
         raise ConfigError(f"unknown method {name!r}; expected one of {', '.join(PANEL)}")
+    if name in SHALLOW_BASELINES and "weight_decay" not in cfg.methods.get(name, {}).get("backprop", {}):
+        # the base section's weight decay is plain backprop's (0): an unregularised baseline would be the weakest
+        raise ConfigError(f"{name} needs its L2 strength chosen on validation: set [methods.{name}.backprop] "
+                          f"weight_decay (choose it with `localstdp tune --rule {name} --grid "
+                          f"backprop.weight_decay=...`, or --set methods.{name}.backprop.weight_decay=...)")
     out = cfg.for_method(name)
     if name == "backprop-wd" and out.backprop.weight_decay <= 0:
         raise ConfigError("backprop-wd needs a weight decay > 0: set [methods.backprop-wd.backprop] weight_decay "

@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..registry import SUITES, TASKS
 from .methods import PANEL, method_config
 from .settings import GridSettings
-from .units import from_panel, frontier_points, frontier_row_from_panel, point_name
+from .units import from_panel, frontier_points, frontier_row_from_panel, point_config, point_name
 
 
 def task_config(task: str) -> ExperimentConfig:
@@ -91,7 +91,7 @@ def _units(task: str, cfg: ExperimentConfig, settings: GridSettings) -> list[tup
     """(unit name, task, kind, argument): the panel's seeds, then every frontier point x seed that
     is not a panel model already (those rows are derived from the panel's, see _frontier_rows)."""
     units = [(f"{task}/panel-seed{s}", task, "panel", s) for s in range(settings.seeds)]
-    for p in frontier_points(cfg) if settings.frontier_seeds else []:
+    for p in frontier_points(cfg, settings.methods) if settings.frontier_seeds else []:
         units += [(f"{task}/frontier-{point_name(p)}-seed{s}", task, "frontier", (p, s))
                   for s in range(settings.frontier_seeds) if _derived(cfg, settings, p, s) is None]
     return units
@@ -102,7 +102,7 @@ def _frontier_rows(cfgs: Mapping[str, ExperimentConfig], settings: GridSettings,
     """Every frontier row in point order: from its own unit, or derived from the panel's row."""
     out = []
     for t, c in cfgs.items():
-        for p in frontier_points(c) if settings.frontier_seeds else []:
+        for p in frontier_points(c, settings.methods) if settings.frontier_seeds else []:
             for s in range(settings.frontier_seeds):
                 m = _derived(c, settings, p, s)
                 if m is None:
@@ -180,7 +180,7 @@ def _steps(plan, cfgs, settings, data) -> list[_Step]:
         else:
             point, seed = arg
             epochs = None if point["knob"] == "train.epochs" else settings.epochs
-            cfg = method_config(cfgs[t], point["method"]).with_sets(point["overrides"])
+            cfg = point_config(cfgs[t], point)
             steps.append(_Step(name, name, t, "frontier", arg, None,
                                step_cost(cfg, data[t], settings, point["method"], len(settings.frontier_eps), flops,
                                          epochs, worst_only=True)))
@@ -192,5 +192,7 @@ def _method_settings(cfg: ExperimentConfig, method: str) -> dict:
     if method == "local":
         return {"lr": m.train.lr, "a_hi": m.rule.a_hi, "a_lo": m.rule.a_lo, "mode": m.rule.mode,
                 "weight_decay": m.rule.weight_decay, "lr_schedule": m.train.lr_schedule}
+    if method in ("linear", "random-features"):  # rules/shallow.py: no optimiser settings, one L2 strength
+        return {"l2": m.backprop.weight_decay, "solver": "L-BFGS, full batch", "early_stopped": False}
     params = m.peers if PANEL[method].learner not in ("backprop", "backprop-mse") else m.backprop
     return dataclasses.asdict(params) | {"early_stopped": PANEL[method].early_stop}

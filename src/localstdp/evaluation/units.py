@@ -287,9 +287,11 @@ def _matched(task, seed, a, b, trained, suites, ds, idx, settings, say) -> dict 
                             lo: {"worst": {k: pack(s_lo.correct["worst"][k]) for k in keys}}}}
 
 
-def frontier_points(cfg: ExperimentConfig) -> list[dict]:
+def frontier_points(cfg: ExperimentConfig, methods: Sequence[str] = ()) -> list[dict]:
     """The frontier's points: backprop's weight decay, and the local rule at its own settings and
-    along each of its knobs. ``overrides`` are ``--set`` strings applied to the method's config."""
+    along each of its knobs; with ``linear`` / ``random-features`` among ``methods``, their L2
+    strength (frontier.linear_l2 / readout_l2). ``overrides`` are ``--set`` strings applied to the
+    method's config."""
     f = cfg.frontier
     pts = [{"method": "backprop", "knob": "backprop.weight_decay", "value": v,
             "overrides": [f"backprop.weight_decay={v!r}"]} for v in f.backprop_weight_decay]
@@ -299,6 +301,10 @@ def frontier_points(cfg: ExperimentConfig) -> list[dict]:
             for v in f.local_epochs]
     pts += [{"method": "local", "knob": "rule.weight_decay", "value": v, "overrides": [f"rule.weight_decay={v!r}"]}
             for v in f.local_weight_decay]
+    for m, values in (("linear", f.linear_l2), ("random-features", f.readout_l2)):
+        if m in methods:  # the L2 strength of rules/shallow.py is backprop.weight_decay
+            pts += [{"method": m, "knob": "backprop.weight_decay", "value": v,
+                     "overrides": [f"backprop.weight_decay={v!r}"]} for v in values]
     return pts
 
 
@@ -307,18 +313,29 @@ KNOB_LABELS = {"backprop.weight_decay": "weight_decay", "train.lr": "eta", "trai
 
 
 def point_name(p: dict) -> str:
-    """e.g. "backprop:weight_decay=0.001", "local" (its own settings), "local:eta=0.2"."""
-    return p["method"] if p["knob"] == "base" else f"{p['method']}:{KNOB_LABELS[p['knob']]}={p['value']}"
+    """e.g. "backprop:weight_decay=0.001", "local" (its own settings), "local:eta=0.2", "linear:l2=0.01"."""
+    if p["knob"] == "base":
+        return p["method"]
+    label = "l2" if p["method"] in ("linear", "random-features") else KNOB_LABELS[p["knob"]]
+    return f"{p['method']}:{label}={p['value']}"
+
+
+def point_config(cfg: ExperimentConfig, point: dict) -> ExperimentConfig:
+    """The config a frontier point trains with as the panel method ``point["method"]``: that method's
+    config with the point's overrides; for linear / random-features the overrides go into their
+    ``[methods.<name>]`` table, where the panel reads their L2 strength."""
+    m = point["method"]
+    if m in ("linear", "random-features"):
+        return cfg.with_sets([f"methods.{m}.{o}" for o in point["overrides"]])
+    return method_config(cfg, m).with_sets(point["overrides"])
 
 
 def frontier_unit(task: str, cfg: ExperimentConfig, ds: Dataset, point: dict, seed: int, settings: GridSettings,
                   say: Callable[[str], None] = lambda s: None) -> dict:
     """One frontier point and seed: clean accuracy and robust accuracy at frontier_eps (own attacks)."""
     idx = attack_indices(len(ds.y_test), settings.n_attack)
-    base = method_config(cfg, point["method"])
-    pcfg = base.with_sets(point["overrides"])
     epochs = None if point["knob"] == "train.epochs" else settings.epochs
-    t = train_method(pcfg, "local" if point["method"] == "local" else "backprop", ds, seed, epochs,
+    t = train_method(point_config(cfg, point), point["method"], ds, seed, epochs,
                      lambda s: say(f"{task} frontier {point_name(point)} seed {seed}: train, {s}"))
     res = _attack(t.model, ds, idx, settings, settings.frontier_eps, seed,
                   lambda s: say(f"{task} frontier {point_name(point)} seed {seed}: attack, {s}"), worst_only=True)
@@ -330,11 +347,13 @@ def frontier_unit(task: str, cfg: ExperimentConfig, ds: Dataset, point: dict, se
 
 def from_panel(point: dict, cfg: ExperimentConfig) -> str | None:
     """The panel method whose model IS this frontier point (same config, seed and budget), or None:
-    the local rule at its own settings, and backprop at the config's own weight decay."""
+    the local rule at its own settings, and backprop, linear or random-features at the config's own
+    weight decay / L2 strength."""
     if point["method"] == "local" and point["knob"] == "base":
         return "local"
-    if point["knob"] == "backprop.weight_decay" and point["value"] == method_config(cfg, "backprop").backprop.weight_decay:
-        return "backprop"
+    m = point["method"]
+    if point["knob"] == "backprop.weight_decay" and point["value"] == method_config(cfg, m).backprop.weight_decay:
+        return m
     return None
 
 

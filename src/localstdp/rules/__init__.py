@@ -13,9 +13,11 @@ from .backprop import Backprop, BackpropMSE, BackpropParams
 from .local import LocalRule
 from .params import RuleParams
 from .peers import PEERS, SCORERS, PeerParams
+from .shallow import Readout
 
-LEARNERS = {"local": LocalRule, "backprop": Backprop, "backprop-mse": BackpropMSE, **PEERS}
+LEARNERS = {"local": LocalRule, "backprop": Backprop, "backprop-mse": BackpropMSE, **PEERS,
+            "linear": Readout, "random-features": Readout}  # shallow.py: linear = no hidden layer
 assert tuple(LEARNERS) == LEARNER_NAMES  # the CLI's --rule choices (registry.py, no torch)
 
 __all__ = ["LEARNERS", "PEERS", "SCORERS", "Backprop", "BackpropMSE", "BackpropParams", "LocalRule", "PeerParams",
-           "RuleParams"]
+           "Readout", "RuleParams"]
