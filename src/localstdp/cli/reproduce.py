@@ -58,6 +58,8 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--square-queries", type=int, default=300, help="Square attack iterations (default 300)")
     p.add_argument("--no-autoattack", action="store_true", help="leave AutoAttack out of the suite")
     p.add_argument("--no-certify", action="store_true", help="skip the certified (bound) accuracy")
+    p.add_argument("--no-diagnostics", action="store_true", help="skip each panel model's diagnostics (effective "
+                   "rank, median |cos|, linear readouts by layer, certified radii)")
     p.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4),
                    help="worker processes, one thread each (default: the CPU count, at most 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -83,7 +85,8 @@ def cmd_reproduce(args) -> int:
     args.seeds, args.frontier_seeds = d["seeds"], d["frontier_seeds"]
     methods = tuple(resolve_methods(d["methods"]))
     settings = GridSettings(seeds=args.seeds, frontier_seeds=args.frontier_seeds, methods=methods, epochs=args.epochs,
-                            n_attack=args.n_attack, certify=not args.no_certify, attacks=attacks)
+                            n_attack=args.n_attack, certify=not args.no_certify, attacks=attacks,
+                            diagnostics=not args.no_diagnostics)
     if not args.debug:  # ART logs every attack's success rate at INFO; -v should show our progress only
         logging.getLogger("art").setLevel(logging.WARNING)
     if args.jobs < 1:

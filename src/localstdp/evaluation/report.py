@@ -13,6 +13,7 @@ import numpy as np
 
 from ..checkpoint import atomic_write_text
 from .analysis import format_p, frontier_phrase
+from .diagnostics_report import has_diagnostics, markdown_lines, plot_diagnostics
 
 ATTACK_ORDER = ("fgsm", "pgd", "autoattack", "square", "random_search", "transfer", "noise", "worst", "certified")
 METHOD_COLORS = {"local": "tab:blue", "backprop": "tab:red", "backprop-wd": "tab:orange", "backprop-es": "tab:purple",
@@ -156,6 +157,7 @@ def markdown(results: dict) -> str:
                                                         else "-") for e in es]
                 lines.append(f"| {p['point']} | {_fmt(p['clean'])} | " + " | ".join(cells) + " |")
             lines.append("")
+    lines += markdown_lines(results)  # none for rows without diagnostics
     lines += ["", "## What this run shows (generated from the numbers above)", ""]
     for t in tasks:
         for s in results["claims"][t].get("sentences", []):
@@ -299,7 +301,8 @@ def plot_frontier(results: dict, task: str, path) -> None:
 
 
 def write_report(results: dict, out) -> list[Path]:
-    """Write results.json, results.md, robustness-/training-/frontier-<task>.png into ``out``."""
+    """Write results.json, results.md, robustness-/training-/frontier-<task>.png into ``out``, and
+    diagnostics-<task>.png where the task's rows carry diagnostics."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "results.json", out / "results.md"]
@@ -312,5 +315,9 @@ def write_report(results: dict, out) -> list[Path]:
         for kind, fn in plots:
             p = out / f"{kind}-{task}.png"
             fn(results, task, p)
+            written.append(p)
+        if has_diagnostics(results, task):
+            p = out / f"diagnostics-{task}.png"
+            plot_diagnostics(results, task, p, METHOD_COLORS)
             written.append(p)
     return written

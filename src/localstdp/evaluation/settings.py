@@ -42,7 +42,9 @@ class GridSettings:
     frontier); epochs overrides train.epochs (None: the config's); n_attack caps the attacked test
     examples (a fixed seeded subset, the same for every seed and method; None: all); match_tol:
     validation-accuracy gap above which a matched comparison is run; certify: add the certified
-    accuracy (interval / linear bounds); n_boot: bootstrap replicates of the statistics."""
+    accuracy (interval / linear bounds); n_boot: bootstrap replicates of the statistics; diagnostics:
+    each panel row's "diagnostics" (localstdp.evaluation.diagnostics: effective rank, median |cos|,
+    linear readouts by layer, certified radii)."""
 
     seeds: int = 5
     methods: tuple[str, ...] = DEFAULT_METHODS  # the peer rules (registry.PEER_RULES) only when named
@@ -54,6 +56,7 @@ class GridSettings:
     match_tol: float = 0.01
     certify: bool = True
     n_boot: int = 20000  # the bootstrap p-value cannot fall below 1/(n_boot+1): Holm multiplies it
+    diagnostics: bool = True
     attacks: AttackSettings = field(default_factory=AttackSettings)
 
     def __post_init__(self) -> None:

@@ -38,6 +38,7 @@ from ..robustness.suite import (
     masking_checks,
 )
 from ..train import MODEL, load_run, train
+from .diagnostics import model_diagnostics
 from .methods import PANEL, closest_epoch, method_config, selected_epoch
 from .settings import GridSettings, attack_indices, pack, unpack
 
@@ -109,7 +110,8 @@ def _history(metrics: dict) -> list[dict]:
             for h in metrics["history"]]
 
 
-def _row(task: str, method: str, seed: int, t: Trained, ds: Dataset, res: SuiteResult, n_attacked: int) -> dict:
+def _row(task: str, method: str, seed: int, t: Trained, ds: Dataset, res: SuiteResult, n_attacked: int,
+         diagnostics: bool = False) -> dict:
     h = t.metrics["history"][t.epoch - 1]
     clean = correct(t.model, ds.x_test.numpy(), ds.y_test.numpy())
     return {
@@ -122,7 +124,7 @@ def _row(task: str, method: str, seed: int, t: Trained, ds: Dataset, res: SuiteR
         "per_example": {"clean": pack(clean)} | _per_example(res),
         "zero_gradient_fraction": res.zero_gradient_fraction,
         "history": _history(t.metrics), "wall_seconds": float(t.metrics["wall_seconds"]),
-    }
+    } | ({"diagnostics": model_diagnostics(t.model, ds, n_attacked)} if diagnostics else {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,7 +180,7 @@ def assemble_panel(task: str, ds: Dataset, seed: int, settings: GridSettings, pa
     for method in settings.methods:
         add_worst(suites[method])
         checks = masking_checks(suites[method], ds.n_classes, settings.attacks)
-        row = _row(task, method, seed, parts[method].trained, ds, suites[method], len(idx))
+        row = _row(task, method, seed, parts[method].trained, ds, suites[method], len(idx), settings.diagnostics)
         rows.append(row | {"checks": checks["checks"], "check_values": checks["values"]})
     matched = [parts[m].matched for m in settings.methods if m != "local" and parts[m].matched is not None]
     return {"rows": rows, "matched": matched}
