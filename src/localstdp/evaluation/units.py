@@ -371,7 +371,7 @@ def frontier_row_from_panel(row: dict, point: dict, frontier_eps: Sequence[float
     res = SuiteResult(clean=np.zeros(n, bool), correct=own)
     add_worst(res)
     res.correct = {a: v for a, v in res.correct.items() if a in NOT_ATTACKS}
-    out = {k: v for k, v in row.items() if k not in ("history", "checks", "check_values")}
+    out = {k: v for k, v in row.items() if k not in ("history", "checks", "check_values", "diagnostics")}
     out["robust_accuracy"] = res.accuracy()
     out["per_example"] = {"clean": row["per_example"]["clean"]} | _per_example(res)
     return out | {"point": point_name(point), "knob": point["knob"], "value": point["value"]}
