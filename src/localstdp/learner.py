@@ -18,7 +18,9 @@ never changed: a layer with a frozen weight learns its bias only). For each, for
   parameter-free module, which therefore pass activity forward);
 * its activity ``post``: the output of the ``nn.Sigmoid`` module called right after it on its
   output. Only nn.Sigmoid counts: the rule's targets (``a_hi``, ``a_lo``) and its latency code
-  t = T (1 - a) are firing rates in (0, 1); ReLU, tanh or a functional ``torch.sigmoid`` are refused;
+  t = T (1 - a) are firing rates in (0, 1); ReLU, tanh or a functional ``torch.sigmoid`` are refused,
+  unless ``activity="map"`` (or "sigmoid") says how to read a rate from any element-wise activation
+  module (:mod:`localstdp.activity`, docs/activations.md: the network is unchanged, rate mode only);
 * for the LAST learnable layer (the output layer, ``n_classes`` units, nn.Linear) the activity is
   sigmoid of its output when no nn.Sigmoid follows, as in the package MLP whose logits are z^L.
 
@@ -45,6 +47,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from .activity import RATES
 from .errors import ConfigError
 from .model_learner import LearningRate, ModelLearner, StepResult
 from .rules.association import make_associations
@@ -74,12 +77,19 @@ class LocalLearner(ModelLearner, LayerwiseRule):
         example: an input batch: the layers' call order is read from it now (no update, buffers
             kept); without it, from the first ``step`` / ``updates``.
         conv_teaching, conv_lr_scale, conv_tau: how Conv2d layers learn (:class:`ConvParams`).
+        activity: what rate the rule reads from a layer (:mod:`localstdp.activity`): "module" (default,
+            the nn.Sigmoid after it; any other activation refused), "map" (the output of the ReLU, tanh,
+            SiLU, ... after it mapped into [0, 1]: clamp(h, 0, 1), (h + 1) / 2; as accurate as the
+            sigmoid network on digits) or "sigmoid" (sigmoid of the layer's output z). Rate mode only.
+            docs/activations.md.
         **rule_options: any other :class:`RuleParams` field (a_hi, a_lo, mode, association, center,
             weight_decay, ...). Unlike RuleParams, ``center`` defaults to 0.99 (DEFAULT_OPTIONS);
             pass center=0 for the plain rule.
     """
 
     rule = "local"
+    _hint = ("; ReLU, tanh, SiLU and other element-wise activations: LocalLearner(..., activity='map'), "
+             "docs/activations.md")
 
     def __new__(cls, *args, rule: str = "local", **kwargs):
         if rule == "local" or cls is not LocalLearner:
@@ -92,15 +102,21 @@ class LocalLearner(ModelLearner, LayerwiseRule):
 
     def __init__(self, model: nn.Module, n_classes: int = 10, lr: float = 0.5, *, rule: str = "local", seed: int = 0,
                  example: torch.Tensor | None = None, conv_teaching: str = "pooled", conv_lr_scale: float = 3.0,
-                 conv_tau: float = 1.0, **rule_options):
+                 conv_tau: float = 1.0, activity: str = "module", **rule_options):
         names = [f.name for f in dataclasses.fields(RuleParams) if f.name != "eta"]
         unknown = sorted(set(rule_options) - set(names))
         if unknown:
             raise ConfigError(f"unknown rule option(s) {', '.join(unknown)}; expected lr or one of {', '.join(names)}")
+        if activity not in RATES:
+            raise ConfigError(f"activity {activity!r}: expected one of {', '.join(RATES)} (docs/activations.md)")
         self._walk(model, n_classes)
         self.seed = seed
         conv = ConvParams(teaching=conv_teaching, lr_scale=conv_lr_scale, tau=conv_tau)
         params = RuleParams(eta=lr, **(DEFAULT_OPTIONS | rule_options))
+        if activity != "module" and params.mode != "rate":
+            raise ConfigError(f"activity={activity!r} is defined in rate mode only (mode={params.mode!r} reads the "
+                              "spike times of every layer's input, which a ReLU network does not bound)")
+        self.activity, self._rate = activity, RATES[activity]
         LayerwiseRule.__init__(self, self.layers, params, n_classes, seed, conv)
         self.optimizer = LearningRate([p for m in self.layers for p in m.parameters() if p.requires_grad], lr)
         self._keep_state = False  # load_state_tensors before the first pass: permute it, do not rebuild
@@ -113,6 +129,7 @@ class LocalLearner(ModelLearner, LayerwiseRule):
     def _rebuild(self) -> None:
         """Association codes drawn for the call order (as the constructor draws them), unless loaded."""
         self._target_tables.clear()
+        self._readouts.clear()  # conv teaching "readout": drawn again for the call order
         if self._keep_state:
             return
         gen = torch.Generator().manual_seed(int(self.seed) + 7919)

@@ -61,6 +61,8 @@ class ModelLearner:
     layers' devices), ``_rule_state()`` / ``_load_rule_state()``."""
 
     rule = "?"
+    _rate = None  # walker.record's rate map (LocalLearner's activity=, localstdp.activity); None: nn.Sigmoid only
+    _hint = ""  # appended to the walker's refusal of a layer not followed by nn.Sigmoid
 
     def _walk(self, model: nn.Module, n_classes: int, conv: bool = True) -> None:
         named = learnable_layers(model)
@@ -102,7 +104,8 @@ class ModelLearner:
 
     def record(self, x: torch.Tensor, part: nn.Module | None = None, leaves=None):
         """walker.record on this learner's model; the first full pass fixes the call order."""
-        out, found, order = record(self.model, x, self.layers, self.names, leaves or self._leaves, part, self.resolved)
+        out, found, order = record(self.model, x, self.layers, self.names, leaves or self._leaves, part, self.resolved,
+                                   self._rate, self._hint)
         if part is None:
             missing = [self.names[l] for l in range(len(self.layers)) if found[l] is None]
             if missing:

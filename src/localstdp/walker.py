@@ -12,7 +12,8 @@ pepita, ff):
   when ANY of its parameters requires grad; a learner changes only those that do.
 * :func:`record` runs one forward pass with hooks on every leaf module and returns, per learnable
   layer, its input ``pre`` and its activity ``post`` (the nn.Sigmoid module called right after it;
-  the last layer's own output through a sigmoid when none follows), plus the CALL order of the
+  the last layer's own output through a sigmoid when none follows; with a ``rate`` map, the rate it
+  reads from any element-wise activation: :mod:`localstdp.activity`), plus the CALL order of the
   layers: the order a learner trains them in is the order the forward pass calls them, not the
   order ``named_modules()`` lists them. It refuses a layer called twice, a layer not followed by
   nn.Sigmoid (but the last), and anything that is not a chain: between one learnable layer and the
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .activity import ELEMENTWISE
 from .errors import ConfigError
 from .rules.layerwise import conv_padding
 
@@ -149,13 +151,15 @@ def _same(t, version: int, prev: Call) -> bool:
 
 
 def record(model: nn.Module, x: torch.Tensor, layers: list[nn.Module], names: list[str], leaves: list[nn.Module],
-           part: nn.Module | None = None, ordered: bool = False):
+           part: nn.Module | None = None, ordered: bool = False, rate=None, hint: str = ""):
     """One forward pass of ``model`` (or of ``part`` of it, fed ``x``) with hooks on ``leaves``.
 
     Returns (output, found, order): ``found[l]`` is layer l's (pre, post) or None when the pass did not
     call it; ``order`` lists the called layers' indices in call order. ``ordered``: the layers are
     already in call order (a learner after its first pass), so the last of them is the output layer;
-    otherwise the last one called is. Runs under the caller's grad mode."""
+    otherwise the last one called is. ``rate``: a map (activation module, z, its output) -> activity
+    (:mod:`localstdp.activity`) under which a layer may also be followed by any element-wise activation
+    of ``activity.ELEMENTWISE``; ``hint`` ends the refusal of any other. Runs under the caller's grad mode."""
     calls: list[Call] = []
     pending: dict[int, Call] = {}
 
@@ -197,15 +201,18 @@ def record(model: nn.Module, x: torch.Tensor, layers: list[nn.Module], names: li
                         "connection, a concatenation, an in-place change or a functional op in forward; the learners "
                         "need a chain of modules from one learnable layer to the next")
         nxt = calls[k + 1] if k + 1 < len(calls) else None
-        if nxt is not None and isinstance(nxt.module, ACTIVATIONS) and _same(nxt.given, nxt.given_version, c):
+        follows = nxt is not None and _same(nxt.given, nxt.given_version, c)
+        if follows and isinstance(nxt.module, ACTIVATIONS):
             post = nxt.out
+        elif follows and rate is not None and isinstance(nxt.module, ELEMENTWISE):
+            post = rate(nxt.module, c.out, nxt.out)  # the rule's rate; the network passes nxt.out on
         elif l == last:
             post = torch.sigmoid(c.out)  # the output layer: its logits' sigmoid, as in the package MLP
         else:
             after_ = "nothing" if nxt is None else type(nxt.module).__name__
             raise ConfigError(f"{where} is followed by {after_}, not nn.Sigmoid: the local rule reads a layer's "
                               "activity from the nn.Sigmoid module applied to its output (put pooling, "
-                              "dropout and flatten after the activation)")
+                              f"dropout and flatten after the activation){hint}")
         if isinstance(layers[l], nn.Linear) and c.used.ndim != 2:
             raise ConfigError(f"{where} receives a {c.used.ndim}-D input; the local rule needs (batch, features): "
                               "add nn.Flatten before it")

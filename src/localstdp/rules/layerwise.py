@@ -29,6 +29,7 @@ from .functional import (
 )
 from .fused import apply_local_update_
 from .params import ConvParams, RuleParams
+from .readout import readout_conv_target, readout_matrix
 
 
 def units(layer: nn.Module) -> int:
@@ -75,6 +76,8 @@ class LayerwiseRule:
         # MLP config runs the exact form (tests/test_mlp_unchanged.py). (A conv layer taught "pooled"
         # in rate mode always takes functional.pooled_conv_update's closed form.)
         self.exact_updates = True
+        self.seed = seed
+        self._readouts: dict[int, torch.Tensor] = {}  # conv teaching "readout": layer -> its fixed readout
 
     def set_lr_factor(self, factor: float) -> None:
         """Scale the learning rate to ``factor`` x train.lr for the following steps (a schedule)."""
@@ -152,6 +155,10 @@ class LayerwiseRule:
         if c.teaching == "softhebb":
             dW = softhebb_conv_update(pre, layer.weight, p.eta, c.tau, layer.stride, conv_padding(layer), layer.dilation)
             return (dW * pre.shape[0] if reduction == "sum" else dW), zero_b
+        if c.teaching == "readout":  # a fixed random readout of the layer's own map (rules/readout.py)
+            return local_conv_update(pre, post, readout_conv_target(post, y, self.readout(l, post)), p,
+                                     layer.kernel_size, layer.stride, conv_padding(layer), layer.dilation, reduction,
+                                     pre_mean=self.pre_mean(l, pre))
         target = self.targets(l, y)  # (batch, channels), NaN where untaught
         if c.teaching == "pooled" and p.mode == "rate" and p.theta <= 0:  # closed form, no unfolded patches
             return pooled_conv_update(pre, post, target, p, layer.kernel_size, layer.stride, conv_padding(layer),
@@ -162,6 +169,14 @@ class LayerwiseRule:
             target = fill_untaught(target[:, :, None, None].expand_as(post), post)
         return local_conv_update(pre, post, target, p, layer.kernel_size, layer.stride, conv_padding(layer),
                                  layer.dilation, reduction, pre_mean=self.pre_mean(l, pre))
+
+    def readout(self, l: int, post: torch.Tensor) -> torch.Tensor:
+        """Conv layer ``l``'s fixed readout (conv teaching "readout"), drawn from the seed on first use."""
+        R = self._readouts.get(l)
+        size = post[0].numel()
+        if R is None or R.shape[1] != size or R.dtype != post.dtype or R.device != post.device:
+            R = self._readouts[l] = readout_matrix(self.seed, l, self.n_classes, size, post.dtype, post.device)
+        return R
 
     def _masked(self, l: int, dW: torch.Tensor, db: torch.Tensor, pre_mean: torch.Tensor | None):
         """Fixed connectivity (``mask(l)``): absent synapses do not change, and the covariance rule's

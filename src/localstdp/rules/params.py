@@ -105,7 +105,7 @@ class RuleParams:
         check("time_bins", self.time_bins >= 2, "an integer >= 2")
 
 
-CONV_TEACHINGS = ("pooled", "position", "softhebb", "none")
+CONV_TEACHINGS = ("pooled", "position", "softhebb", "none", "readout")
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,9 @@ class ConvParams:
             :func:`localstdp.rules.functional.pooled_conv_target`), "position" (the target at every
             position), "softhebb" (no label: soft winner-take-all Hebbian features,
             :func:`localstdp.rules.functional.softhebb_conv_update`) or "none" (conv layers stay at
-            their initial weights). Chosen on validation: docs/ablation.md, "Convolutional layers".
+            their initial weights), or "readout" (each conv layer taught to make the label decodable
+            from its whole map through a fixed random readout of its own: :mod:`localstdp.rules.readout`;
+            docs/ablation.md, "Deep conv stacks"). Chosen on validation: docs/ablation.md, "Convolutional layers".
         lr_scale: conv layers learn at lr_scale * eta, > 0 (default 3, chosen there over 0.3 / 1 / 3 / 10).
         tau: softmax temperature of "softhebb", > 0.
     """
