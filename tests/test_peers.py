@@ -214,7 +214,8 @@ def test_ff_scorer_is_the_prediction_and_is_differentiable():
         certified_correct(scorer, x.numpy(), y.numpy(), 0.05)
 
 
-@pytest.mark.parametrize("name", sorted(LEARNERS))
+# the shallow baselines train only their readout by design (tests/test_shallow.py checks what they train)
+@pytest.mark.parametrize("name", sorted(set(LEARNERS) - {"linear", "random-features"}))
 def test_every_registered_learner_steps(name):
     cfg = peer_config()
     x, y = batch(n=16, d=12, k=3, seed=4)
