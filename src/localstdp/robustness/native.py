@@ -81,20 +81,22 @@ def _project(xa: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tensor:
 
 def _step(xa: torch.Tensor, g: torch.Tensor, size) -> torch.Tensor:
     """clip(xa + size * sign(g), 0, 1), in place on ``g`` (size: a scalar or a per-example tensor)."""
-    g.sign_()
-    g = g.mul_(size).add_(xa) if isinstance(size, torch.Tensor) else g.mul_(size).add_(xa)
-    return g.clamp_(0, 1)
+    return g.sign_().mul_(size).add_(xa).clamp_(0, 1)
 
 
 def _uniform(rs, rows: torch.Tensor, drawn: torch.Tensor, shape: tuple[int, ...], eps: float,
              dtype: torch.dtype) -> torch.Tensor:
     """U(-eps, eps) starts for the examples ``rows``: one draw for each example of ``drawn`` (a superset
     of ``rows``, in order), then indexed, so a row's start depends on ``drawn`` only."""
-    m = int(np.prod(shape))
-    u = rs.uniform(-eps, eps, (len(drawn), m))
+    u = rs.uniform(-eps, eps, (len(drawn), int(np.prod(shape))))
+    return torch.from_numpy(u.astype(np.float32)[_positions(drawn, rows)]).to(dtype).reshape(len(rows), *shape)
+
+
+def _positions(drawn: torch.Tensor, rows: torch.Tensor) -> np.ndarray:
+    """Where each of ``rows`` sits in ``drawn`` (a superset, in order): the index into a per-drawn-row draw."""
     pos = torch.full((int(drawn.max()) + 1 if len(drawn) else 0,), -1, dtype=torch.long)
     pos[drawn] = torch.arange(len(drawn))
-    return torch.from_numpy(u.astype(np.float32)[pos[rows].numpy()]).to(dtype).reshape(len(rows), *shape)
+    return pos[rows].numpy()
 
 
 def _grad(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, losses: tuple[str, ...],
@@ -328,10 +330,7 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, queri
     # the starting stripes are drawn for every correctly classified example, as ART draws them, and
     # indexed: an attack on a subset (``alive``) gives each of its examples the same stripes
     drawn = (~wrong0).nonzero().squeeze(1)
-    stripes = rs.choice([-1, 1], size=(len(drawn), C, 1, W))
-    pos = torch.full((n,), -1, dtype=torch.long)
-    pos[drawn] = torch.arange(len(drawn))
-    stripes = stripes[pos[rows].numpy()]
+    stripes = rs.choice([-1, 1], size=(len(drawn), C, 1, W))[_positions(drawn, rows)]
     # float64 arithmetic cast back, as ART's numpy does
     cand = (x0.double() + eps * torch.from_numpy(stripes.astype(np.float64))).clamp(0, 1).to(x.dtype)
     lg = model(cand)
