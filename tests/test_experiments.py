@@ -69,10 +69,26 @@ def tiny_run(tmp_path_factory):
                "--pgd-steps", "3", "--pgd-restarts", "1", "--square-queries", "5", "--no-autoattack",
                "--tasks", *TASKS, "--set", WD, "--set", "frontier.backprop_weight_decay=[0.0, 0.01]",
                "--set", "frontier.local_lr=[0.05]", "--set", "frontier.local_weight_decay=[]",
-               "--set", "frontier.local_epochs=[]", "--jobs", "1",
+               "--set", "frontier.local_epochs=[]", "--jobs", "1", "--val-attack", "10",
                "--out", str(out), "--no-progress"])
     assert rc == 0
     return out, json.loads((out / "results.json").read_text())
+
+
+def test_validation_robustness_selection_from_a_run(tiny_run):
+    out, res = tiny_run
+    for t in TASKS:
+        sel = res["selection"][t]
+        names = {p["point"] for p in res["frontier"][t]["points"]}
+        assert set(sel["families"]) == {"local", "backprop"}
+        for f in sel["families"].values():
+            assert f["chosen"] in names and f["chosen"] in f["eligible"]
+            chosen = [r for r in res["frontier_rows"] if r["task"] == t and r["point"] == f["chosen"]]
+            assert f["test"]["clean"]["mean"] == pytest.approx(np.mean([r["clean_accuracy"] for r in chosen]))
+        # every panel and frontier model was attacked on 10 validation examples
+        assert all(r["val_robust"]["n"] == 10 for r in res["frontier_rows"] if r["task"] == t)
+        assert {c["family"] for c in sel["comparisons"]} == {"backprop"}
+    assert "## Validation robustness selection" in (out / "results.md").read_text()
 
 
 def test_results_schema_statistics_and_files(tiny_run):
@@ -127,7 +143,7 @@ def _numbers(res):
 def test_same_seed_same_numbers(tiny_run):
     _, res = tiny_run
     cfg = tiny_cfg("iris-1v2", "frontier.local_weight_decay=[]", "frontier.local_epochs=[]")
-    again = E.run_grid({"iris-1v2": cfg}, tiny(frontier_seeds=0))
+    again = E.run_grid({"iris-1v2": cfg}, tiny(frontier_seeds=0, val_attack=10))
     first = [r for r in _numbers(res) if r["task"] == "iris-1v2"]
     assert _numbers(again) == first
 

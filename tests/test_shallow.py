@@ -18,7 +18,8 @@ from localstdp import evaluation as E
 from localstdp.cli import main
 from localstdp.data import load_dataset
 from localstdp.errors import ConfigError
-from localstdp.evaluation.units import frontier_row_from_panel, frontier_unit, panel_unit, point_config, train_method
+from localstdp.evaluation.points import point_config
+from localstdp.evaluation.units import frontier_row_from_panel, frontier_unit, panel_unit, train_method
 from localstdp.model import build_model, build_network
 from localstdp.registry import DEFAULT_METHODS
 from localstdp.robustness import AttackSettings

@@ -158,8 +158,12 @@ class FrontierConfig:
 
     backprop_weight_decay: backprop's weight decay values (the frontier backprop traces; 0 = plain).
     local_lr: the local rule's eta values; local_epochs: epoch budgets; local_weight_decay: values
-    of rule.weight_decay. Empty lists sweep nothing along that knob. linear_l2 / readout_l2: the L2
-    strengths of the linear and random-features baselines (swept only when those methods run).
+    of rule.weight_decay; local_targets: target pairs [a_hi, a_lo] (the rule's target contrast).
+    Empty lists sweep nothing along that knob. linear_l2 / readout_l2: the L2 strengths of the
+    linear and random-features baselines (swept only when those methods run). backprop_lr: when
+    given, every backprop weight decay is trained at each of these Adam learning rates, and the
+    frontier keeps, per decay, the rate with the best mean VALIDATION accuracy (each decay gets its
+    own rate, as each family's frontier must be the best that family can do); empty: backprop's lr.
     """
 
     backprop_weight_decay: list[float] = field(default_factory=lambda: [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2])
@@ -168,6 +172,8 @@ class FrontierConfig:
     local_weight_decay: list[float] = field(default_factory=lambda: [1e-3, 1e-2])
     linear_l2: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0])
     readout_l2: list[float] = field(default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
+    backprop_lr: list[float] = field(default_factory=list)
+    local_targets: list[list[float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in ("backprop_weight_decay", "local_weight_decay", "linear_l2", "readout_l2"):
@@ -177,6 +183,12 @@ class FrontierConfig:
             raise ConfigError(f"frontier.local_lr = {self.local_lr!r}: expected learning rates > 0")
         if any(v < 1 for v in self.local_epochs):
             raise ConfigError(f"frontier.local_epochs = {self.local_epochs!r}: expected integers >= 1")
+        if any(not math.isfinite(v) or v <= 0 for v in self.backprop_lr):
+            raise ConfigError(f"frontier.backprop_lr = {self.backprop_lr!r}: expected learning rates > 0")
+        for pair in self.local_targets:
+            if len(pair) != 2 or not 0 <= pair[1] < pair[0] <= 1:
+                raise ConfigError(f"frontier.local_targets = {self.local_targets!r}: expected pairs [a_hi, a_lo] "
+                                  "with 0 <= a_lo < a_hi <= 1")
 
 
 # The methods of the comparison panel: PANEL_METHODS, defined in registry.py (imported above).

@@ -60,6 +60,11 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--no-certify", action="store_true", help="skip the certified (bound) accuracy")
     p.add_argument("--no-diagnostics", action="store_true", help="skip each panel model's diagnostics (effective "
                    "rank, median |cos|, linear readouts by layer, certified radii)")
+    p.add_argument("--val-attack", type=int, default=0, metavar="N",
+                   help="also attack at most N VALIDATION examples of every panel and frontier model (worst case "
+                   "only, frontier eps) and report the validation robustness selection: per method family the "
+                   "setting with the best validation worst case within one point of its best validation accuracy "
+                   "(default 0: off)")
     p.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4),
                    help="worker processes, one thread each (default: the CPU count, at most 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -86,7 +91,7 @@ def cmd_reproduce(args) -> int:
     methods = tuple(resolve_methods(d["methods"]))
     settings = GridSettings(seeds=args.seeds, frontier_seeds=args.frontier_seeds, methods=methods, epochs=args.epochs,
                             n_attack=args.n_attack, certify=not args.no_certify, attacks=attacks,
-                            diagnostics=not args.no_diagnostics)
+                            diagnostics=not args.no_diagnostics, val_attack=args.val_attack)
     if not args.debug:  # ART logs every attack's success rate at INFO; -v should show our progress only
         logging.getLogger("art").setLevel(logging.WARNING)
     if args.jobs < 1:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import stats
+from .selection import finish, selection_summary
 from .settings import unpack
 
 HEADLINE = "0.1"
@@ -112,8 +113,10 @@ def summarise(res: dict) -> dict:
     matched_cmp = _matched_comparisons(res.get("matched", []), n_boot)
     frontier = {t: frontier_summary(res.get("frontier_rows", []), t) for t in tasks
                 if any(r["task"] == t for r in res.get("frontier_rows", []))}
+    selection = {t: sel for t in tasks if (sel := selection_summary(res.get("frontier_rows", []), t, n_boot))}
+    finish(selection)
     out = res | {"summary": summary, "comparisons": comparisons, "matched_comparisons": matched_cmp,
-                 "frontier": frontier, "checks": checks}
+                 "frontier": frontier, "checks": checks} | ({"selection": selection} if selection else {})
     out["claims"] = {t: claims(out, t) for t in tasks}
     return out
 
@@ -152,13 +155,17 @@ def _matched_comparisons(matched: list[dict], n_boot: int) -> list[dict]:
 
 
 def frontier_summary(frows: list[dict], task: str) -> dict:
-    """Points (mean/std/CI over seeds) and, per eps, the verdict of the local rule's own point."""
+    """Points (mean/std/CI over seeds) and, per eps, the verdict of the local rule's own point.
+    Where backprop was trained at several rates per weight decay (frontier.backprop_lr), its
+    frontier is, per decay, the rate with the best mean validation accuracy (ties: the first rate
+    listed); the other rates' points stay in ``points`` with ``"on_frontier": False``."""
     rows = [r for r in frows if r["task"] == task]
     points = []
     for name in dict.fromkeys(r["point"] for r in rows):
         rs = sorted((r for r in rows if r["point"] == name), key=lambda r: r["seed"])
         eps = list(rs[0]["robust_accuracy"]["worst"])
         points.append({"point": name, "method": rs[0]["method"], "knob": rs[0]["knob"], "value": rs[0]["value"],
+                       **({"lr": rs[0]["lr"]} if "lr" in rs[0] else {}),
                        "seeds": [r["seed"] for r in rs], "n_test": rs[0].get("n_test"),
                        "clean": stats.describe([r["clean_accuracy"] for r in rs]),
                        "val": stats.describe([r["val_accuracy"] for r in rs if r["val_accuracy"] is not None]),
@@ -166,7 +173,7 @@ def frontier_summary(frows: list[dict], task: str) -> dict:
                        "certified": {e: stats.describe([r["robust_accuracy"]["certified"][e] for r in rs])
                                      for e in eps if "certified" in rs[0]["robust_accuracy"]}})
     base = next((p for p in points if p["method"] == "local" and p["knob"] == "base"), None)
-    bp = [p for p in points if p["method"] == "backprop"]
+    bp = _best_rate_per_decay([p for p in points if p["method"] == "backprop"])
     verdicts = {}
     if base is not None and bp:
         for e in base["worst"]:
@@ -179,6 +186,21 @@ def frontier_summary(frows: list[dict], task: str) -> dict:
     against = {m: {e: frontier_verdict(base, fam, e) for e in base["worst"]} for m in ("linear", "random-features")
                if base is not None and (fam := [p for p in points if p["method"] == m])}
     return out | ({"against": against} if against else {})
+
+
+def _best_rate_per_decay(bp: list[dict]) -> list[dict]:
+    """Backprop's frontier points: all of them, or where points carry their own rate ("lr"), per
+    weight decay the one with the best mean validation accuracy (marked ``on_frontier``)."""
+    if not any("lr" in p for p in bp):
+        return bp
+    keep = []
+    for v in dict.fromkeys(p["value"] for p in bp):
+        same = [p for p in bp if p["value"] == v]
+        best = max(same, key=lambda p: p["val"]["mean"] if p["val"]["n"] else -1.0)
+        for p in same:
+            p["on_frontier"] = p is best
+        keep.append(best)
+    return keep
 
 
 def _half(d: dict) -> float:

@@ -20,8 +20,9 @@ from ..data import Dataset
 from ..errors import ConfigError
 from ..registry import SUITES, TASKS
 from .methods import PANEL, method_config
+from .points import from_panel, frontier_points, point_config, point_name
 from .settings import GridSettings
-from .units import from_panel, frontier_points, frontier_row_from_panel, point_config, point_name
+from .units import frontier_row_from_panel
 
 
 def task_config(task: str) -> ExperimentConfig:
@@ -164,7 +165,8 @@ def step_cost(cfg: ExperimentConfig, ds: Dataset, settings: GridSettings, method
     n_attack = min(settings.n_attack or len(ds.y_test), len(ds.y_test))
     train_passes = mcfg.train.epochs * (n_train * TRAIN_PASSES * (2 if ff else 1) + n_eval * k)
     passes = WORST_ONLY_PASSES if worst_only else ATTACK_PASSES
-    return flops * (train_passes + n_attack * n_eps * passes * k)
+    n_val = min(settings.val_attack, len(ds.y_val))  # the validation attack: worst case only, frontier eps
+    return flops * (train_passes + n_attack * n_eps * passes * k + n_val * len(settings.frontier_eps) * WORST_ONLY_PASSES * k)
 
 
 def _steps(plan, cfgs, settings, data) -> list[_Step]:

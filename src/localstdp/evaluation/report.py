@@ -14,6 +14,7 @@ import numpy as np
 from ..checkpoint import atomic_write_text
 from .analysis import format_p, frontier_phrase
 from .diagnostics_report import has_diagnostics, markdown_lines, plot_diagnostics
+from .selection import selection_lines
 
 ATTACK_ORDER = ("fgsm", "pgd", "autoattack", "square", "random_search", "transfer", "noise", "worst", "certified")
 METHOD_COLORS = {"local": "tab:blue", "backprop": "tab:red", "backprop-wd": "tab:orange", "backprop-es": "tab:purple",
@@ -157,6 +158,7 @@ def markdown(results: dict) -> str:
                                                         else "-") for e in es]
                 lines.append(f"| {p['point']} | {_fmt(p['clean'])} | " + " | ".join(cells) + " |")
             lines.append("")
+    lines += selection_lines(results)  # none without validation attacks
     lines += markdown_lines(results)  # none for rows without diagnostics
     lines += ["", "## What this run shows (generated from the numbers above)", ""]
     for t in tasks:

@@ -44,7 +44,9 @@ class GridSettings:
     validation-accuracy gap above which a matched comparison is run; certify: add the certified
     accuracy (interval / linear bounds); n_boot: bootstrap replicates of the statistics; diagnostics:
     each panel row's "diagnostics" (localstdp.evaluation.diagnostics: effective rank, median |cos|,
-    linear readouts by layer, certified radii)."""
+    linear readouts by layer, certified radii); val_attack: attack at most this many VALIDATION
+    examples of every panel and frontier model (worst case only, frontier eps), for the validation
+    robustness selection (evaluation.selection; 0 = off)."""
 
     seeds: int = 5
     methods: tuple[str, ...] = DEFAULT_METHODS  # the peer rules (registry.PEER_RULES) only when named
@@ -57,6 +59,7 @@ class GridSettings:
     certify: bool = True
     n_boot: int = 20000  # the bootstrap p-value cannot fall below 1/(n_boot+1): Holm multiplies it
     diagnostics: bool = True
+    val_attack: int = 0
     attacks: AttackSettings = field(default_factory=AttackSettings)
 
     def __post_init__(self) -> None:
@@ -73,5 +76,7 @@ class GridSettings:
         if "local" not in self.methods:
             raise ConfigError("the panel compares against the local rule: --methods must include local")
         resolve_methods(self.methods)
+        if self.val_attack < 0:
+            raise ConfigError(f"val_attack = {self.val_attack!r}: expected an integer >= 0 (0 = off)")
         if self.n_boot < 100:
             raise ConfigError(f"n_boot = {self.n_boot!r}: expected at least 100 bootstrap replicates")

@@ -40,6 +40,7 @@ from ..robustness.suite import (
 from ..train import MODEL, load_run, train
 from .diagnostics import model_diagnostics
 from .methods import PANEL, closest_epoch, method_config, selected_epoch
+from .points import point_config, point_fields, point_name
 from .settings import GridSettings, attack_indices, pack, unpack
 
 # ---------------------------------------------------------------------------------------------
@@ -101,6 +102,25 @@ def _attack(model, ds: Dataset, idx: np.ndarray, settings: GridSettings, eps: Se
     return res
 
 
+def val_robust(model, ds: Dataset, settings: GridSettings, seed: int,
+               say: Callable[[str], None] | None = None) -> dict | None:
+    """The worst case ON THE VALIDATION SPLIT (worst-case-only suite at the frontier eps, on a fixed
+    seeded subset of at most ``settings.val_attack`` validation examples), which the validation
+    robustness selection (evaluation.selection) chooses settings by; None when off or no split."""
+    if not settings.val_attack or not ds.has_val:
+        return None
+    idx = attack_indices(len(ds.y_val), settings.val_attack, seed=VAL_ATTACK_SEED)
+    x, y = ds.x_val[idx].numpy(), ds.y_val[idx].numpy()
+    res = attack_suite(model, x, y, ds.input_shape, ds.n_classes,
+                       dataclasses.replace(settings.attacks, eps=tuple(settings.frontier_eps)), seed=seed,
+                       progress=say, worst_only=True)
+    add_worst(res)
+    return {"n": len(idx), "clean": float(res.clean.mean()), "worst": res.accuracy()["worst"]}
+
+
+VAL_ATTACK_SEED = 20231124  # the validation subset's own draw (the test subset's is attack_indices' default)
+
+
 def _per_example(res: SuiteResult) -> dict:
     return {a: {k: pack(v) for k, v in per.items()} for a, per in res.correct.items()}
 
@@ -111,7 +131,7 @@ def _history(metrics: dict) -> list[dict]:
 
 
 def _row(task: str, method: str, seed: int, t: Trained, ds: Dataset, res: SuiteResult, n_attacked: int,
-         diagnostics: bool = False) -> dict:
+         diagnostics: bool = False, val: dict | None = None) -> dict:
     h = t.metrics["history"][t.epoch - 1]
     clean = correct(t.model, ds.x_test.numpy(), ds.y_test.numpy())
     return {
@@ -124,7 +144,8 @@ def _row(task: str, method: str, seed: int, t: Trained, ds: Dataset, res: SuiteR
         "per_example": {"clean": pack(clean)} | _per_example(res),
         "zero_gradient_fraction": res.zero_gradient_fraction,
         "history": _history(t.metrics), "wall_seconds": float(t.metrics["wall_seconds"]),
-    } | ({"diagnostics": model_diagnostics(t.model, ds, n_attacked)} if diagnostics else {})
+    } | ({"diagnostics": model_diagnostics(t.model, ds, n_attacked)} if diagnostics else {}) | (
+        {"val_robust": val} if val is not None else {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,6 +161,7 @@ class Part:
     trained: Trained
     suite: SuiteResult
     matched: dict | None
+    val: dict | None = None  # val_robust(): the worst case on the validation split, when asked for
 
 
 def panel_method(task: str, cfg: ExperimentConfig, ds: Dataset, seed: int, method: str, settings: GridSettings,
@@ -157,7 +179,8 @@ def panel_method(task: str, cfg: ExperimentConfig, ds: Dataset, seed: int, metho
     if local is not None:
         matched = _matched(task, seed, "local", method, {"local": local.trained, method: t},
                            {"local": local.suite, method: suite}, ds, idx, settings, say)
-    return Part(t, suite, matched)
+    val = val_robust(t.model, ds, settings, seed, lambda s: say(f"{task} seed {seed}: validation attack {method}, {s}"))
+    return Part(t, suite, matched, val)
 
 
 def assemble_panel(task: str, ds: Dataset, seed: int, settings: GridSettings, parts: dict[str, Part]) -> dict:
@@ -180,7 +203,8 @@ def assemble_panel(task: str, ds: Dataset, seed: int, settings: GridSettings, pa
     for method in settings.methods:
         add_worst(suites[method])
         checks = masking_checks(suites[method], ds.n_classes, settings.attacks)
-        row = _row(task, method, seed, parts[method].trained, ds, suites[method], len(idx), settings.diagnostics)
+        row = _row(task, method, seed, parts[method].trained, ds, suites[method], len(idx), settings.diagnostics,
+                   parts[method].val)
         rows.append(row | {"checks": checks["checks"], "check_values": checks["values"]})
     matched = [parts[m].matched for m in settings.methods if m != "local" and parts[m].matched is not None]
     return {"rows": rows, "matched": matched}
@@ -221,7 +245,7 @@ def save_part(path: Path, method: str, part: Part, fingerprint: str) -> None:
     # metrics, the matched record and the attacks' order as JSON text: the metadata's keys are
     # sorted when written, and results.json keeps the order they were made in
     meta = {"kind": "panel-part", "fingerprint": fingerprint, "method": method, "epoch": t.epoch,
-            "metrics": json.dumps(t.metrics), "matched": json.dumps(part.matched),
+            "metrics": json.dumps(t.metrics), "matched": json.dumps(part.matched), "val": json.dumps(part.val),
             "zero_gradient_fraction": s.zero_gradient_fraction,
             "correct": json.dumps([[a, list(per)] for a, per in s.correct.items()]),
             "adversarial": json.dumps([[k, len(v)] for k, v in s.adversarial.items()]),
@@ -251,7 +275,7 @@ def load_part(path: Path) -> Part:
     states = [{k[len(f"state.{e}."):]: v for k, v in tensors.items() if k.startswith(f"state.{e}.")}
               for e in range(int(meta["states"]))]
     return Part(Trained(model, json.loads(meta["metrics"]), int(meta["epoch"]), states, cfg), suite,
-                json.loads(meta["matched"]))
+                json.loads(meta["matched"]), json.loads(meta.get("val", "null")))
 
 
 def _own_attacks(res: SuiteResult, keys: Sequence[str]) -> SuiteResult:
@@ -289,49 +313,6 @@ def _matched(task, seed, a, b, trained, suites, ds, idx, settings, say) -> dict 
                             lo: {"worst": {k: pack(s_lo.correct["worst"][k]) for k in keys}}}}
 
 
-def frontier_points(cfg: ExperimentConfig, methods: Sequence[str] = ()) -> list[dict]:
-    """The frontier's points: backprop's weight decay, and the local rule at its own settings and
-    along each of its knobs; with ``linear`` / ``random-features`` among ``methods``, their L2
-    strength (frontier.linear_l2 / readout_l2). ``overrides`` are ``--set`` strings applied to the
-    method's config."""
-    f = cfg.frontier
-    pts = [{"method": "backprop", "knob": "backprop.weight_decay", "value": v,
-            "overrides": [f"backprop.weight_decay={v!r}"]} for v in f.backprop_weight_decay]
-    pts.append({"method": "local", "knob": "base", "value": None, "overrides": []})
-    pts += [{"method": "local", "knob": "train.lr", "value": v, "overrides": [f"train.lr={v!r}"]} for v in f.local_lr]
-    pts += [{"method": "local", "knob": "train.epochs", "value": v, "overrides": [f"train.epochs={v!r}"]}
-            for v in f.local_epochs]
-    pts += [{"method": "local", "knob": "rule.weight_decay", "value": v, "overrides": [f"rule.weight_decay={v!r}"]}
-            for v in f.local_weight_decay]
-    for m, values in (("linear", f.linear_l2), ("random-features", f.readout_l2)):
-        if m in methods:  # the L2 strength of rules/shallow.py is backprop.weight_decay
-            pts += [{"method": m, "knob": "backprop.weight_decay", "value": v,
-                     "overrides": [f"backprop.weight_decay={v!r}"]} for v in values]
-    return pts
-
-
-KNOB_LABELS = {"backprop.weight_decay": "weight_decay", "train.lr": "eta", "train.epochs": "epochs",
-               "rule.weight_decay": "weight_decay"}
-
-
-def point_name(p: dict) -> str:
-    """e.g. "backprop:weight_decay=0.001", "local" (its own settings), "local:eta=0.2", "linear:l2=0.01"."""
-    if p["knob"] == "base":
-        return p["method"]
-    label = "l2" if p["method"] in ("linear", "random-features") else KNOB_LABELS[p["knob"]]
-    return f"{p['method']}:{label}={p['value']}"
-
-
-def point_config(cfg: ExperimentConfig, point: dict) -> ExperimentConfig:
-    """The config a frontier point trains with as the panel method ``point["method"]``: that method's
-    config with the point's overrides; for linear / random-features the overrides go into their
-    ``[methods.<name>]`` table, where the panel reads their L2 strength."""
-    m = point["method"]
-    if m in ("linear", "random-features"):
-        return cfg.with_sets([f"methods.{m}.{o}" for o in point["overrides"]])
-    return method_config(cfg, m).with_sets(point["overrides"])
-
-
 def frontier_unit(task: str, cfg: ExperimentConfig, ds: Dataset, point: dict, seed: int, settings: GridSettings,
                   say: Callable[[str], None] = lambda s: None) -> dict:
     """One frontier point and seed: clean accuracy and robust accuracy at frontier_eps (own attacks)."""
@@ -342,21 +323,11 @@ def frontier_unit(task: str, cfg: ExperimentConfig, ds: Dataset, point: dict, se
     res = _attack(t.model, ds, idx, settings, settings.frontier_eps, seed,
                   lambda s: say(f"{task} frontier {point_name(point)} seed {seed}: attack, {s}"), worst_only=True)
     add_worst(res)
-    row = _row(task, point["method"], seed, t, ds, res, len(idx))
+    val = val_robust(t.model, ds, settings, seed,
+                     lambda s: say(f"{task} frontier {point_name(point)} seed {seed}: validation attack, {s}"))
+    row = _row(task, point["method"], seed, t, ds, res, len(idx), val=val)
     row.pop("history")
-    return {"rows": [row | {"point": point_name(point), "knob": point["knob"], "value": point["value"]}]}
-
-
-def from_panel(point: dict, cfg: ExperimentConfig) -> str | None:
-    """The panel method whose model IS this frontier point (same config, seed and budget), or None:
-    the local rule at its own settings, and backprop, linear or random-features at the config's own
-    weight decay / L2 strength."""
-    if point["method"] == "local" and point["knob"] == "base":
-        return "local"
-    m = point["method"]
-    if point["knob"] == "backprop.weight_decay" and point["value"] == method_config(cfg, m).backprop.weight_decay:
-        return m
-    return None
+    return {"rows": [row | point_fields(point)]}
 
 
 def frontier_row_from_panel(row: dict, point: dict, frontier_eps: Sequence[float]) -> dict:
@@ -374,4 +345,4 @@ def frontier_row_from_panel(row: dict, point: dict, frontier_eps: Sequence[float
     out = {k: v for k, v in row.items() if k not in ("history", "checks", "check_values", "diagnostics")}
     out["robust_accuracy"] = res.accuracy()
     out["per_example"] = {"clean": row["per_example"]["clean"]} | _per_example(res)
-    return out | {"point": point_name(point), "knob": point["knob"], "value": point["value"]}
+    return out | point_fields(point)
