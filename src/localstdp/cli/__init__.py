@@ -17,12 +17,13 @@ from ..errors import LocalSTDPError
 from .bench import _add_bench
 from .common import _other_rank
 from .configs import _add_configs
+from .cv import _add_cv
 from .evaluate import _add_evaluate
 from .reproduce import _add_reproduce
 from .train import _add_train
 from .tune import _add_tune
 
-SUBCOMMANDS = [_add_train, _add_evaluate, _add_tune, _add_reproduce, _add_bench, _add_configs]
+SUBCOMMANDS = [_add_train, _add_evaluate, _add_tune, _add_cv, _add_reproduce, _add_bench, _add_configs]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -225,15 +225,18 @@ def corrected_t(values: Sequence[float], n_train: float, n_test: float, alpha: f
     return out
 
 
-def summarise(folds: list[dict], methods: Sequence[str]) -> tuple[dict, dict]:
-    """({method: corrected-t summary and the chosen points}, {"local - m": corrected-t of the paired differences})."""
+def summarise(folds: list[dict], methods: Sequence[str], grids: dict | None = None) -> tuple[dict, dict]:
+    """({method: corrected-t summary and the chosen points in grid order}, {"local - m": corrected-t of the
+    paired per-fold differences})."""
     n_train, n_test = np.mean([f["n_train"] for f in folds]), np.mean([f["n_test"] for f in folds])
     acc = {m: [f["methods"][m]["test_accuracy"] for f in folds] for m in methods}
     summary = {}
     for m in methods:
-        chosen = Counter(json.dumps(f["methods"][m]["chosen"], sort_keys=True) for f in folds)
-        summary[m] = corrected_t(acc[m], n_train, n_test) | {
-            "naive_ci95": describe(acc[m])["ci95"], "chosen": {k: chosen[k] for k in sorted(chosen)},
+        chosen = Counter(json.dumps(f["methods"][m]["chosen"]) for f in folds)
+        order = [json.dumps(p) for p in _points((grids or {}).get(m, {}))]
+        summary[m] = {k: v for k, v in corrected_t(acc[m], n_train, n_test).items() if k not in ("t", "p_value")} | {
+            "naive_ci95": describe(acc[m])["ci95"], "min": min(acc[m]), "max": max(acc[m]),
+            "chosen": {k: chosen[k] for k in sorted(chosen, key=lambda k: (order.index(k) if k in order else len(order), k))},
             "folds_tied": sum(bool(f["methods"][m]["tied"]) for f in folds)}
     ref = "local" if "local" in methods else methods[0]
     diffs = {}
@@ -286,7 +289,8 @@ def cross_validate(cfg: ExperimentConfig, methods: Sequence[str], grids: dict[st
             method_config(apply_point(cfg, m, p), m)
     ex = examples if examples is not None else load_examples(cfg.data)
     splits = _check(ex, repeats, folds, inner_folds, seed, methods, cfg)
-    setup = {"config": cfg.to_dict(), "methods": methods, "grids": grids, "repeats": repeats, "folds": folds,
+    trained = {k: v for k, v in cfg.to_dict().items() if k not in ("evaluation", "frontier")}  # what cv reads
+    setup = {"config": trained, "methods": methods, "grids": grids, "repeats": repeats, "folds": folds,
              "inner_folds": inner_folds, "seed": seed, "n_examples": len(ex.y)}
     key = hashlib.sha256(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:16]
     store = Path(out) / "folds" if out is not None else None
@@ -315,7 +319,7 @@ def cross_validate(cfg: ExperimentConfig, methods: Sequence[str], grids: dict[st
     finally:
         if bar is not None:
             bar.close()
-    summary, diffs = summarise(records, methods)
+    summary, diffs = summarise(records, methods, grids)
     return {"source": ex.name, "classes": list(ex.labels), "n_examples": len(ex.y), "repeats": repeats, "folds": folds,
             "inner_folds": inner_folds, "seed": seed, "methods": methods, "grids": grids, "epochs": cfg.train.epochs,
             "tie_rule": TIE_RULE, "setup_key": key, "summary": summary, "differences": diffs,
@@ -347,8 +351,8 @@ def _load_folds(store: Path | None, key: str, resume: bool) -> dict[str, dict]:
     return done
 
 
-def _ci(s: dict, key: str = "ci95") -> str:
-    return f"[{s[key][0]:.3f}, {s[key][1]:.3f}]" if s.get(key) else "-"
+def _ci(s: dict, key: str = "ci95", sign: str = "") -> str:
+    return f"[{s[key][0]:{sign}.3f}, {s[key][1]:{sign}.3f}]" if s.get(key) else "-"
 
 
 def cv_markdown(res: dict, source: str = "") -> str:
@@ -361,10 +365,10 @@ def cv_markdown(res: dict, source: str = "") -> str:
              f"the setting is chosen by mean validation accuracy over {res['inner_folds']} inner folds; grids: {grids}. "
              f"Choice: {res['tie_rule']}.", "",
              f"| method | mean test accuracy | 95% CI (Nadeau-Bengio corrected) | plain t 95% CI | std over {n} folds "
-             "| chosen (folds) | folds with a tie |", "|---|---|---|---|---|---|---|"]
+             "| lowest / highest fold | chosen (folds) | folds with a tie |", "|---|---|---|---|---|---|---|---|"]
     for m, s in res["summary"].items():
         chosen = ", ".join(f"{_point(k)}: {c}" for k, c in s["chosen"].items())
-        lines.append(f"| {m} | {s['mean']:.4f} | {_ci(s)} | {_ci(s, 'naive_ci95')} | {s['std']:.4f} | {chosen} "
+        lines.append(f"| {m} | {s['mean']:.4f} | {_ci(s)} | {_ci(s, 'naive_ci95')} | {s['std']:.4f} | {s['min']:.2f} / {s['max']:.2f} | {chosen} "
                      f"| {s['folds_tied']} |")
     if res["differences"]:
         lines += ["", "| paired difference | mean | 95% CI (corrected) | t | p (corrected) | folds won / tied / lost |",
@@ -372,7 +376,7 @@ def cv_markdown(res: dict, source: str = "") -> str:
         for name, d in res["differences"].items():
             t = f"{d['t']:.2f}" if d["t"] is not None else "-"
             p = f"{d['p_value']:.3g}" if d["p_value"] is not None else "-"
-            lines.append(f"| {name} | {d['mean']:+.4f} | {_ci(d)} | {t} | {p} | {d['wins']} / {d['ties']} / {d['losses']} |")
+            lines.append(f"| {name} | {d['mean']:+.4f} | {_ci(d, sign='+')} | {t} | {p} | {d['wins']} / {d['ties']} / {d['losses']} |")
     lines += ["", f"Training time {res['wall_seconds']:.0f} s ({res['threads']} thread(s))."]
     return "\n".join(lines) + "\n"
 
