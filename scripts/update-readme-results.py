@@ -1,11 +1,16 @@
 """Replace the generated results blocks with what a results.json generates.
 
-    .venv/bin/python scripts/update-readme-results.py docs/reproduce/results.json
+    .venv/bin/python scripts/update-readme-results.py docs/reproduce/results.json [docs/nonlinear/results.json]
 
 README.md's ``<!-- summary:begin -->`` ... ``<!-- summary:end -->`` block gets :func:`summary_table` (the
 README's one table); docs/results.md's ``tables`` block gets the full tables (``readme_tables``) and its
 ``results`` block the generated sentences. tests/test_report.py checks that all three equal what
 docs/reproduce/results.json generates, so a quoted number cannot drift from the run it quotes.
+
+With the validation robustness selection in the runs (issue 23): README.md's ``selection`` block gets
+the chosen settings of every family on the paper tasks and, when given, on the nonlinear suite's tasks
+(``selection_table``); docs/results.md's ``selection`` block and docs/nonlinear.md's ``tables``,
+``selection`` and ``results`` blocks get the full sections.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PAGE = ROOT / "docs" / "results.md"
+NONLINEAR = ROOT / "docs" / "nonlinear.md"
 
 
 def _mean(summary: list[dict], task: str, method: str, metric: str, attack=None, eps=None) -> str:
@@ -51,14 +57,35 @@ def replace(path: Path, tag: str, body: str) -> None:
     path.write_text(text)
 
 
+def selection_blocks(paper: dict, nonlinear: dict | None) -> dict[tuple[Path, str], str]:
+    """(file, block tag) -> body of every selection block the runs generate."""
+    from localstdp.evaluation.report import readme_tables
+    from localstdp.evaluation.selection import selection_lines, selection_table
+
+    runs = [r for r in (paper, nonlinear) if r is not None and r.get("selection")]
+    out = {}
+    if runs:
+        out[README, "selection"] = selection_table(runs)
+    if paper.get("selection"):
+        out[PAGE, "selection"] = "\n".join(selection_lines(paper)[1:]) + "\n"
+    if nonlinear is not None:
+        out[NONLINEAR, "tables"] = readme_tables(nonlinear)
+        out[NONLINEAR, "selection"] = "\n".join(selection_lines(nonlinear)[1:]) + "\n"
+        out[NONLINEAR, "results"] = sentences(nonlinear)
+    return out
+
+
 def main(argv: list[str]) -> int:
     res = json.loads(Path(argv[0]).read_text())
+    nonlinear = json.loads(Path(argv[1]).read_text()) if len(argv) > 1 else None
     sys.path.insert(0, str(ROOT / "src"))
     from localstdp.evaluation.report import readme_tables
 
     replace(README, "summary", summary_table(res))
     replace(PAGE, "tables", readme_tables(res))
     replace(PAGE, "results", sentences(res))
+    for (path, tag), body in selection_blocks(res, nonlinear).items():
+        replace(path, tag, body)
     print(f"README.md: the summary table; docs/results.md: {sentences(res).count(chr(10))} generated lines")
     return 0
 

@@ -20,7 +20,7 @@ from localstdp.cli.reproduce import SUITE_DEFAULTS, suite_defaults
 from localstdp.config import load_config
 from localstdp.evaluation.methods import method_config
 from localstdp.evaluation.plan import resolve_tasks
-from localstdp.registry import PEER_RULES, SUITES
+from localstdp.registry import DEFAULT_METHODS, PEER_RULES, SUITES
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE_TASKS = ["iris-1v2", "mnist-0v1", "mnist-3v5", "mnist-4v9", "mnist-10", "fashion-mnist"]
@@ -47,16 +47,21 @@ def test_the_peers_suite_is_the_paper_tasks_plus_the_ten_class_ones():
 
 
 def test_suite_defaults_seeds_methods_and_no_frontier():
+    base = {"n_attack": 500, "val_attack": 500}
     d = suite_defaults(_args("--suite", "peers"))
-    assert d == {"seeds": 3, "frontier_seeds": 0, "methods": tuple(SUITE_METHODS)}
+    assert d == {"seeds": 3, "frontier_seeds": 0, "methods": tuple(SUITE_METHODS)} | base
     assert list(SUITE_DEFAULTS["peers"]["methods"]) == ["local", "backprop", "backprop-wd", *PEER_RULES]
-    # an explicit option wins; explicit --tasks (no suite) and other suites keep the general defaults
-    assert suite_defaults(_args("--suite", "peers", "--seeds", "2", "--methods", "local", "fa")) == {
-        "seeds": 2, "frontier_seeds": 0, "methods": ["local", "fa"]}
-    general = {"seeds": 5, "frontier_seeds": 3, "methods": None}
+    # an explicit option wins; explicit --tasks (no suite) and suites without an entry keep the general defaults
+    assert suite_defaults(_args("--suite", "peers", "--seeds", "2", "--methods", "local", "fa", "--val-attack", "0")) == {
+        "seeds": 2, "frontier_seeds": 0, "methods": ["local", "fa"], "n_attack": 500, "val_attack": 0}
+    general = {"seeds": 5, "frontier_seeds": 3, "methods": None} | base
     assert suite_defaults(_args("--suite", "peers", "--tasks", "mnist-3v5")) == general
-    assert suite_defaults(_args()) == general
     assert suite_defaults(_args("--suite", "extended")) == general
+    # the paper suite (the default) adds the linear model and random features to the panel (issue 23)
+    paper = (*DEFAULT_METHODS, "linear", "random-features")
+    assert suite_defaults(_args()) == general | {"methods": paper}
+    assert suite_defaults(_args("--suite", "nonlinear")) == general | {
+        "seeds": 3, "n_attack": 1000, "methods": ("local", "backprop", "backprop-wd", "linear", "random-features")}
 
 
 def test_the_command_line_hands_the_suite_defaults_to_the_grid(monkeypatch, capsys):

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from ..registry import PEER_RULES
+from ..registry import DEFAULT_METHODS, PEER_RULES, SHALLOW_BASELINES
 
 # Per-suite defaults of --seeds, --frontier-seeds and --methods (what the suite is for), used when the
 # tasks come from --suite and the option is not given; an explicit option always wins. Without an
@@ -18,10 +18,16 @@ from ..registry import PEER_RULES
 # peers (issue 14): the local rule, plain backprop (tuned like the peers: learning rate only) and
 # backprop-wd (the most robust backprop baseline of the paper panel), and the five peer rules; no
 # frontier (it sweeps backprop and the local rule only).
+# paper (issue 23): the panel with the linear model and random features beside it. nonlinear (issue 23):
+# the Fashion-MNIST tasks where a linear model is not enough; 3 seeds, 1,000 attacked test examples
+# (of 2,000 on a pair, 10,000 on fashion-mnist), the panel's backprop variants that the frontier and
+# the validation selection cover (backprop's weight decay and rate), and the shallow baselines.
 SUITE_DEFAULTS: dict[str, dict] = {
+    "paper": {"methods": (*DEFAULT_METHODS, *SHALLOW_BASELINES)},
+    "nonlinear": {"seeds": 3, "n_attack": 1000, "methods": ("local", "backprop", "backprop-wd", *SHALLOW_BASELINES)},
     "peers": {"seeds": 3, "frontier_seeds": 0, "methods": ("local", "backprop", "backprop-wd", *PEER_RULES)},
 }
-GENERAL_DEFAULTS: dict = {"seeds": 5, "frontier_seeds": 3, "methods": None}
+GENERAL_DEFAULTS: dict = {"seeds": 5, "frontier_seeds": 3, "methods": None, "n_attack": 500, "val_attack": 500}
 
 
 def suite_defaults(args) -> dict:
@@ -32,27 +38,27 @@ def suite_defaults(args) -> dict:
 
 
 def _add_reproduce(sub) -> None:
-    from ..registry import DEFAULT_METHODS, PANEL_METHODS, SUITES, TASKS  # plain data: --help loads no torch
+    from ..registry import PANEL_METHODS, SUITES, TASKS  # plain data: --help loads no torch
 
     p = sub.add_parser("reproduce", help="train the panel on every task x seed, attack and certify the models, "
                        "sweep the robustness-accuracy frontier, write tables/plots")
     p.add_argument("--seeds", type=int, help="panel seeds per task and method (train.seed = 0..N-1; default 5, "
-                   "--suite peers 3)")
+                   "--suite nonlinear and peers 3)")
     p.add_argument("--frontier-seeds", type=int, help="seeds per frontier point (default 3, --suite peers 0; 0 = no "
                    "frontier)")
     p.add_argument("--tasks", nargs="+", metavar="TASK", help=f"tasks to run (any of {', '.join(TASKS)})")
     p.add_argument("--suite", default="paper", help=f"named task list when --tasks is not given "
                    f"({', '.join(SUITES)}; default paper)")
     p.add_argument("--methods", nargs="+", metavar="NAME", help=f"panel methods, any of {' '.join(PANEL_METHODS)} "
-                   f"(default: {' '.join(DEFAULT_METHODS)}; --suite peers: "
-                   f"{' '.join(SUITE_DEFAULTS['peers']['methods'])})")
+                   f"(default: {' '.join(DEFAULT_METHODS)}; --suite paper (the default suite), nonlinear and peers: "
+                   + "; ".join(f"{k}: {' '.join(v['methods'])}" for k, v in SUITE_DEFAULTS.items()) + ")")
     p.add_argument("--out", required=True, help="output directory (created); finished units go to OUT/units")
     p.add_argument("--resume", action="store_true", help="reuse the finished units in OUT/units (same settings)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a value of every task's config (repeatable)")
     p.add_argument("--epochs", type=int, help="override train.epochs of every task")
-    p.add_argument("--n-attack", type=int, default=500, help="attack at most N test examples per task (fixed "
-                   "seeded subset; default 500)")
+    p.add_argument("--n-attack", type=int, help="attack at most N test examples per task (fixed seeded subset; "
+                   "default 500, --suite nonlinear 1000)")
     p.add_argument("--pgd-steps", type=int, default=40, help="PGD iterations (default 40)")
     p.add_argument("--pgd-restarts", type=int, default=3, help="PGD random starts per loss (default 3)")
     p.add_argument("--square-queries", type=int, default=300, help="Square attack iterations (default 300)")
@@ -60,11 +66,11 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--no-certify", action="store_true", help="skip the certified (bound) accuracy")
     p.add_argument("--no-diagnostics", action="store_true", help="skip each panel model's diagnostics (effective "
                    "rank, median |cos|, linear readouts by layer, certified radii)")
-    p.add_argument("--val-attack", type=int, default=0, metavar="N",
+    p.add_argument("--val-attack", type=int, metavar="N",
                    help="also attack at most N VALIDATION examples of every panel and frontier model (worst case "
                    "only, frontier eps) and report the validation robustness selection: per method family the "
                    "setting with the best validation worst case within one point of its best validation accuracy "
-                   "(default 0: off)")
+                   "(default 500; 0: off)")
     p.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4),
                    help="worker processes, one thread each (default: the CPU count, at most 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -87,7 +93,8 @@ def cmd_reproduce(args) -> int:
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
     d = suite_defaults(args)
-    args.seeds, args.frontier_seeds = d["seeds"], d["frontier_seeds"]
+    args.seeds, args.frontier_seeds, args.n_attack, args.val_attack = (d[k] for k in ("seeds", "frontier_seeds",
+                                                                                      "n_attack", "val_attack"))
     methods = tuple(resolve_methods(d["methods"]))
     settings = GridSettings(seeds=args.seeds, frontier_seeds=args.frontier_seeds, methods=methods, epochs=args.epochs,
                             n_attack=args.n_attack, certify=not args.no_certify, attacks=attacks,

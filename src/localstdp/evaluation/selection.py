@@ -144,3 +144,27 @@ def selection_lines(results: dict) -> list[str]:
                          f"{c['diff_ci95'][1]:+.3f}] | {ptxt} | {c['verdict']} |")
         lines.append("")
     return lines
+
+
+SHORT = {"higher": "higher", "lower": "lower", "no significant difference": "n.s."}
+
+
+def selection_table(results: list[dict], eps: str = "0.1") -> str:
+    """The README's robustness table: per task of every run in ``results``, each family's chosen
+    setting's mean clean / worst-case test accuracy at ``eps``, and the local rule's paired verdict
+    against each family's chosen setting there (Holm within its run)."""
+    fams = [f for f in FAMILIES if any(f in s["families"] for r in results for s in r.get("selection", {}).values())]
+    lines = ["| task | seeds | " + " | ".join(fams) + f" | local − family, worst @ {eps} |",
+             "|---|---|" + "---|" * len(fams) + "---|"]
+    for res in results:
+        for t, s in res.get("selection", {}).items():
+            cells = []
+            for f in fams:
+                d = s["families"].get(f)
+                cells.append("-" if d is None else
+                             f"{d['test']['clean']['mean']:.3f} / {d['test']['worst'][eps]['mean']:.3f}")
+            cmp = [c for c in s["comparisons"] if c["metric"] == "worst" and c["eps"] == eps]
+            verdicts = "; ".join(f"{c['family']} {c['diff_mean']:+.3f} ({SHORT[c['verdict']]})" for c in cmp)
+            n = len(s["families"]["local"]["candidates"][0]["seeds"])
+            lines.append(f"| {t} | {n} | " + " | ".join(cells) + f" | {verdicts} |")
+    return "\n".join(lines) + "\n"
