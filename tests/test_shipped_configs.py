@@ -101,3 +101,31 @@ def test_configs_loads_no_heavy_module(tmp_path):
                           check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+PANEL_TUNED = {"iris": "iris", "mnist-0v1": "mnist-0v1", "mnist-3v5": "mnist-3v5", "mnist-4v9": "mnist-4v9",
+               "fashion-0v6": "fashion-0v6", "fashion-2v6": "fashion-2v6"}
+
+
+@pytest.mark.parametrize("name", sorted(PANEL_TUNED))
+def test_shipped_panel_settings_are_the_validation_choices(name):
+    """Every panel method tuned for a task (docs/tune/<task>/<method>/tune.json, the fixed tie rule)
+    trains with the value it chose."""
+    import json
+
+    from localstdp.config import load_config
+    from localstdp.evaluation.methods import method_config
+
+    root = SHIPPED.parents[2] / "docs" / "tune" / PANEL_TUNED[name]
+    cfg = load_config(name)
+    checked = 0
+    for method in ("local", "backprop", "backprop-wd", "backprop-es", "backprop-mse", "linear", "random-features"):
+        path = root / method / "tune.json"
+        if not path.exists():
+            continue
+        rec = json.loads(path.read_text())
+        (key, value), = rec["chosen"].items()
+        section, field = key.split(".")
+        assert getattr(getattr(method_config(cfg, method), section), field) == pytest.approx(value), (method, key)
+        checked += 1
+    assert checked >= 3
