@@ -20,7 +20,9 @@ for task in "${tasks[@]}"; do
     d=$OUT/$task
     prev=configs/$task.toml
     for step in "local train.lr=$local_lr" "backprop backprop.lr=$bp_lr" "backprop-wd backprop.weight_decay=$wd" \
-                "backprop-es backprop.lr=$bp_lr" "backprop-mse backprop.lr=$bp_lr"; do
+                "backprop-es backprop.lr=$bp_lr" "backprop-mse backprop.lr=$bp_lr" \
+                "linear backprop.weight_decay=0.0001,0.001,0.01,0.1,1.0" \
+                "random-features backprop.weight_decay=0.00001,0.0001,0.001,0.01,0.1"; do
         set -- $step
         # a finished step is kept (the script can be stopped and run again)
         [ -f "$d/$1/tune.json" ] || "$BIN"/localstdp tune --config "$prev" --rule "$1" --grid "$2" --out "$d/$1" --no-progress
