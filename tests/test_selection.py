@@ -92,7 +92,8 @@ def test_backprop_rate_rechosen_per_weight_decay_and_target_contrast_points():
     assert [point_name(p) for p in pts] == [
         "backprop:weight_decay=0.0,lr=0.001", "backprop:weight_decay=0.0,lr=0.003",
         "backprop:weight_decay=0.01,lr=0.001", "backprop:weight_decay=0.01,lr=0.003", "local",
-        "local:targets=0.7/0.3", "linear:l2=0.1"]
+        "local:a_hi=0.7,a_lo=0.3", "linear:l2=0.1"]
+    assert not any(set("/\\") & set(point_name(p)) for p in pts)  # names are file names in OUT/units
     assert pts[1]["overrides"] == ["backprop.weight_decay=0.0", "backprop.lr=0.003"]
     assert pts[5]["overrides"] == ["rule.a_hi=0.7", "rule.a_lo=0.3"]
     with pytest.raises(ConfigError, match="local_targets"):

@@ -48,13 +48,14 @@ KNOB_LABELS = {"backprop.weight_decay": "weight_decay", "train.lr": "eta", "trai
 
 def point_name(p: dict) -> str:
     """e.g. "backprop:weight_decay=0.001", "backprop:weight_decay=0.001,lr=0.003" (with
-    frontier.backprop_lr), "local" (its own settings), "local:eta=0.2", "local:targets=0.8/0.2",
+    frontier.backprop_lr), "local" (its own settings), "local:eta=0.2", "local:a_hi=0.8,a_lo=0.2",
     "linear:l2=0.01"."""
     if p["knob"] == "base":
         return p["method"]
+    if p["knob"] == "rule.targets":  # a name is also a file name (OUT/units): no "/" in it
+        return f"{p['method']}:a_hi={p['value'][0]},a_lo={p['value'][1]}"
     label = "l2" if p["method"] in ("linear", "random-features") else KNOB_LABELS[p["knob"]]
-    value = "/".join(map(str, p["value"])) if isinstance(p["value"], list) else p["value"]
-    return f"{p['method']}:{label}={value}" + (f",lr={p['lr']}" if "lr" in p else "")
+    return f"{p['method']}:{label}={p['value']}" + (f",lr={p['lr']}" if "lr" in p else "")
 
 
 def point_config(cfg: ExperimentConfig, point: dict) -> ExperimentConfig:
