@@ -124,7 +124,9 @@ def test_random_features_trains_only_the_readout(mnist):
 
 def test_panel_methods_need_their_l2_and_sweep_it_on_the_frontier(mnist):
     cfg, _ = mnist
-    bare = E.task_config("mnist-3v5")
+    shipped = E.task_config("mnist-3v5")  # ships both L2 strengths (chosen on validation): take them out
+    bare = dataclasses.replace(shipped, methods={k: v for k, v in shipped.methods.items()
+                                                 if k not in ("linear", "random-features")})
     for m in ("linear", "random-features"):
         with pytest.raises(ConfigError, match=f"{m} needs its L2 strength chosen on validation"):
             E.method_config(bare, m)
@@ -170,3 +172,12 @@ def test_train_cli_linear_writes_a_one_layer_model(tmp_path):
     assert float((model.predict(ds.x_test) == ds.y_test).float().mean()) == pytest.approx(m["test_accuracy"])
     again = train(cfg, "linear", None, dataset=ds)  # deterministic: same weights, same accuracy
     assert again["test_accuracy"] == m["test_accuracy"]
+
+
+def test_results_md_names_the_shallow_baselines_settings():
+    from localstdp.evaluation.plan import _method_settings
+    from localstdp.evaluation.report import _settings
+
+    cfg = E.task_config("mnist-3v5")
+    assert _settings(_method_settings(cfg, "linear")) == "L2 0.1, L-BFGS, full batch"
+    assert _settings(_method_settings(cfg, "random-features")) == "L2 1e-05, L-BFGS, full batch"

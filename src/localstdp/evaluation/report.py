@@ -44,6 +44,8 @@ def _settings(d: dict) -> str:
     if "a_hi" in d:  # the local rule
         s = f"eta {d['lr']:g}, targets {d['a_hi']:g}/{d['a_lo']:g}, {d['mode']} mode"
         return s + (f", weight decay {d['weight_decay']:g}" if d["weight_decay"] else "")
+    if "l2" in d:  # linear / random-features (rules/shallow.py): one L2 strength, no optimiser settings
+        return f"L2 {d['l2']:g}, {d['solver']}"
     s = f"{d['optimizer']} lr {d['lr']:g}"
     s += f", weight decay {d['weight_decay']:g}" if d["weight_decay"] else ""
     return s + (", early-stopped on validation" if d.get("early_stopped") else "")
