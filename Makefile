@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SEEDS ?= 5
+SEEDS ?= 3
 OUT ?= results
 
 .PHONY: install test test-all reproduce lint lock wheel-check docs clean

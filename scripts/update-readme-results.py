@@ -57,6 +57,26 @@ def replace(path: Path, tag: str, body: str) -> None:
     path.write_text(text)
 
 
+def selection_sentences(runs: list[dict], eps: str = "0.1") -> str:
+    """One generated sentence per task: the local rule's validation-chosen setting against each
+    family's at ``eps`` (worst case) and on clean accuracy, as the paired tests found it."""
+    words = {"higher": "higher than", "lower": "lower than", "no significant difference": "not different from"}
+    out = []
+    for res in runs:
+        for t, s in res.get("selection", {}).items():
+            parts = {}
+            for metric, e in (("worst", eps), ("clean", None)):
+                cs = [c for c in s["comparisons"] if c["metric"] == metric and c["eps"] == e]
+                groups: dict[str, list[str]] = {}
+                for c in cs:
+                    groups.setdefault(c["verdict"], []).append(f"{c['family']} ({c['diff_mean']:+.3f})")
+                parts[metric] = "; ".join(f"{words[v]} " + ", ".join(f) for v, f in groups.items())
+            out.append(f"- {t}: the local rule's chosen setting ({s['families']['local']['chosen']}) has a worst case "
+                       f"at eps {eps} {parts['worst']}, and a clean accuracy {parts['clean']} (paired bootstrap, "
+                       "Holm).\n")
+    return "".join(out)
+
+
 def selection_blocks(paper: dict, nonlinear: dict | None) -> dict[tuple[Path, str], str]:
     """(file, block tag) -> body of every selection block the runs generate."""
     from localstdp.evaluation.report import readme_tables
@@ -65,7 +85,7 @@ def selection_blocks(paper: dict, nonlinear: dict | None) -> dict[tuple[Path, st
     runs = [r for r in (paper, nonlinear) if r is not None and r.get("selection")]
     out = {}
     if runs:
-        out[README, "selection"] = selection_table(runs)
+        out[README, "selection"] = selection_table(runs) + "\n" + selection_sentences(runs)
     if paper.get("selection"):
         out[PAGE, "selection"] = "\n".join(selection_lines(paper)[1:]) + "\n"
     if nonlinear is not None:

@@ -32,7 +32,8 @@ def tiny_cfg(task: str, *sets: str):
     cfg = E.task_config(task)
     cfg = dataclasses.replace(cfg, frontier=dataclasses.replace(cfg.frontier, backprop_weight_decay=[0.0, 0.01],
                                                                 local_lr=[0.05], local_epochs=[1],
-                                                                local_weight_decay=[0.01]))
+                                                                local_weight_decay=[0.01], backprop_lr=[],
+                                                                local_targets=[]))
     return cfg.with_sets([WD, *sets])
 
 
@@ -69,7 +70,8 @@ def tiny_run(tmp_path_factory):
                "--pgd-steps", "3", "--pgd-restarts", "1", "--square-queries", "5", "--no-autoattack",
                "--tasks", *TASKS, "--set", WD, "--set", "frontier.backprop_weight_decay=[0.0, 0.01]",
                "--set", "frontier.local_lr=[0.05]", "--set", "frontier.local_weight_decay=[]",
-               "--set", "frontier.local_epochs=[]", "--jobs", "1", "--val-attack", "10",
+               "--set", "frontier.local_epochs=[]", "--set", "frontier.backprop_lr=[]",
+               "--set", "frontier.local_targets=[]", "--jobs", "1", "--val-attack", "10",
                "--out", str(out), "--no-progress"])
     assert rc == 0
     return out, json.loads((out / "results.json").read_text())

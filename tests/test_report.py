@@ -104,3 +104,24 @@ def test_readme_result_sentences_come_from_the_committed_results():
     assert summary, "README lacks the generated summary table"
     assert summary.group(1) == upd.summary_table(res)
     assert summary.group(1).count("| task |") == 1 and summary.group(1).count("\n| ") == len(res["checks"]) + 1
+
+
+def test_selection_blocks_come_from_the_committed_results():
+    """README's robustness table and sentences, docs/results.md's selection section and docs/nonlinear.md's
+    generated blocks are exactly what the committed results.json files generate (issue 23)."""
+    paper_path = ROOT / "docs" / "reproduce" / "results.json"
+    nonlinear_path = ROOT / "docs" / "nonlinear" / "results.json"
+    if not paper_path.exists():
+        pytest.skip("no committed reproduction results")
+    paper = json.loads(paper_path.read_text())
+    nonlinear = json.loads(nonlinear_path.read_text()) if nonlinear_path.exists() else None
+    spec = importlib.util.spec_from_file_location("update_readme_results", ROOT / "scripts/update-readme-results.py")
+    upd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(upd)
+    blocks = upd.selection_blocks(paper, nonlinear)
+    if paper.get("selection"):
+        assert {(p.name, tag) for p, tag in blocks} >= {("README.md", "selection"), ("results.md", "selection")}
+    for (path, tag), body in blocks.items():
+        m = re.search(rf"<!-- {tag}:begin -->\n(.*?)<!-- {tag}:end -->", path.read_text(), re.S)
+        assert m, f"{path.name} lacks the generated {tag} block"
+        assert m.group(1) == body, f"{path.name}: the {tag} block is not what the results generate"

@@ -273,14 +273,21 @@ def plot_frontier(results: dict, task: str, path) -> None:
     es = list(fr["points"][0]["worst"])
     fig, axes = plt.subplots(1, len(es), figsize=(6 * len(es), 4.8), squeeze=False)
     for ax, e in zip(axes[0], es):
-        bp = sorted((p for p in fr["points"] if p["method"] == "backprop"), key=lambda p: p["value"])
+        # backprop's frontier: each weight decay at its validation-best rate (frontier.backprop_lr); the other rates faint
+        bp = sorted((p for p in fr["points"] if p["method"] == "backprop" and p.get("on_frontier", True)),
+                    key=lambda p: p["value"])
+        off = [p for p in fr["points"] if p["method"] == "backprop" and not p.get("on_frontier", True)]
+        if off:
+            ax.scatter([p["clean"]["mean"] for p in off], [p["worst"][e]["mean"] for p in off], s=8, color="tab:red",
+                       alpha=0.25, label="backprop, rates validation did not choose")
         ax.errorbar([p["clean"]["mean"] for p in bp], [p["worst"][e]["mean"] for p in bp],
                     xerr=[p["clean"]["std"] for p in bp], yerr=[p["worst"][e]["std"] for p in bp], color="tab:red",
                     marker="s", ms=4, capsize=2, label="backprop, weight decay sweep")
         for p in bp:
             ax.annotate(f"{p['value']:g}", (p["clean"]["mean"], p["worst"][e]["mean"]), fontsize=6,
                         textcoords="offset points", xytext=(3, 3), color="tab:red")
-        knobs = {"base": ("*", 12), "train.lr": ("o", 5), "train.epochs": ("^", 5), "rule.weight_decay": ("D", 5)}
+        knobs = {"base": ("*", 12), "train.lr": ("o", 5), "train.epochs": ("^", 5), "rule.weight_decay": ("D", 5),
+                 "rule.targets": ("P", 6)}
         for knob, (mk, ms) in knobs.items():
             pts = [p for p in fr["points"] if p["method"] == "local" and p["knob"] == knob]
             if pts:
