@@ -77,6 +77,9 @@ def test_selection_summary_reports_only_the_chosen_settings_and_pairs_them_by_se
                                 "higher" if c["diff_mean"] > 0 else "lower") for c in sel["comparisons"])
     text = "\n".join(selection_lines({"selection": {"t": sel}, "settings": {"n_boot": 500}}))
     assert "| local | local:eta=0.5 | 2 of 3 |" in text
+    # a p-value at the bootstrap's floor 1/(B+1) is written as a bound, with its Holm adjustment
+    floored = {"t": {**sel, "comparisons": [dict(sel["comparisons"][0], p_value=1 / 501, p_holm=9 / 501)]}}
+    assert f"| ≤ {9 / 501:.2g} |" in "\n".join(selection_lines({"selection": floored, "settings": {"n_boot": 500}}))
     # without validation attacks there is nothing to select by
     assert selection_summary([{k: v for k, v in r.items() if k != "val_robust"} for r in rows], "t") is None
 

@@ -139,7 +139,9 @@ def selection_lines(results: dict) -> list[str]:
             what = "clean" if c["metric"] == "clean" else f"worst @ {c['eps']}"
             p = c["p_holm"]
             floor = 1.0 / (results["settings"].get("n_boot", 2000) + 1)
-            ptxt = "-" if p is None else (f"≤ {floor:.1e}" if p <= floor * (1 + 1e-9) else f"{p:.3g}")
+            # a raw p-value at the bootstrap's floor 1/(B+1) is an upper bound, and so is its Holm adjustment
+            at_floor = c["p_value"] is not None and c["p_value"] <= floor * (1 + 1e-9)
+            ptxt = "-" if p is None else (f"≤ {p:.2g}" if at_floor else f"{p:.3g}")
             lines.append(f"| {c['family']} | {what} | {c['diff_mean']:+.3f} [{c['diff_ci95'][0]:+.3f}, "
                          f"{c['diff_ci95'][1]:+.3f}] | {ptxt} | {c['verdict']} |")
         lines.append("")
