@@ -74,6 +74,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def output_dir(path: str | Path) -> Path:
+    """``path`` created (with its parents) if needed; an OSError becomes a one-line OutputError."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output directory {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Save named tensors and JSON-serialisable metadata to a .safetensors file, atomically."""
     # ONE metadata key: safetensors stores __metadata__ as a hash map whose key order varies from

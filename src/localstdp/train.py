@@ -22,10 +22,17 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write_text, load_checkpoint, load_model_tensors, model_tensors, save_checkpoint
+from .checkpoint import (
+    atomic_write_text,
+    load_checkpoint,
+    load_model_tensors,
+    model_tensors,
+    output_dir,
+    save_checkpoint,
+)
 from .config import ExperimentConfig, config_from_dict, lr_factor
 from .data import Dataset, load_dataset
-from .errors import CheckpointError, ConfigError, DivergenceError, LocalSTDPError, OutputError
+from .errors import CheckpointError, ConfigError, DivergenceError, LocalSTDPError
 from .model import CNN, MLP, build_model, build_network, checked_receptive_field
 from .resources import check_memory, dataset_to, resolve_device
 from .rules import LEARNERS, PEERS, SCORERS
@@ -201,10 +208,7 @@ def train(
     out_dir = Path(out) if out is not None else None
     state = RunState()
     if out_dir is not None:
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create output directory {out_dir}: {exc.strerror or exc}") from None
+        output_dir(out_dir)
         if resume and (out_dir / CHECKPOINT).exists():
             state = _load_state(out_dir, model, learner, method, cfg)
             log.info("resuming %s at epoch %d, batch %d", out_dir, state.epoch + 1, state.step)

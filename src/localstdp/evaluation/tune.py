@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_write_text
+from ..checkpoint import atomic_write_text, output_dir
 from ..config import ExperimentConfig, _merge, config_from_dict, nested
 from ..data import Dataset, load_dataset
-from ..errors import ConfigError, OutputError
+from ..errors import ConfigError
 from ..train import train
 from .methods import PANEL, method_config, selected_epoch
 
@@ -206,10 +206,7 @@ def _point_text(point: dict) -> str:
 
 def write_tune(res: dict, out: str | Path, source: str = "") -> list[Path]:
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output directory {out}: {exc.strerror or exc}") from None
+    output_dir(out)
     paths = [out / "tune.json", out / "tune.md", out / "config.toml"]
     atomic_write_text(paths[0], json.dumps(res, indent=2) + "\n")
     atomic_write_text(paths[1], tune_markdown(res, source))
