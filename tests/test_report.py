@@ -80,6 +80,29 @@ def test_tables_and_sentences_print_the_computed_numbers(tmp_path):
     assert json.loads(written[0].read_text())["claims"] == json.loads(json.dumps(res["claims"]))
 
 
+def test_sentences_write_a_floored_p_value_as_a_bound():
+    res = _results(0.95, 0.80, 0.45, 0.15)  # far apart: no replicate crosses zero
+    c = next(c for c in res["comparisons"] if c["attack"] is None)
+    assert c["p_value"] == pytest.approx(1 / (res["settings"].get("n_boot", 2000) + 1))
+    s = res["claims"]["toy"]["sentences"][0]
+    assert f"Holm-adjusted p ≤ {c['p_holm']:.2g}: higher." in s
+    assert f"| ≤ {c['p_holm']:.2g} | higher |" in markdown(res)
+
+
+@pytest.mark.parametrize("run", ["reproduce", "nonlinear", "reproduce/peers", "reproduce/peers-fashion"])
+def test_committed_claims_are_what_their_stored_numbers_generate(run):
+    """Each committed run's verdicts and sentences equal analysis.claims on its stored numbers (so a change in
+    how a number is written is re-rendered: scripts/rerender-results.py)."""
+    from localstdp.evaluation.analysis import claims
+
+    path = ROOT / "docs" / run / "results.json"
+    if not path.exists():
+        pytest.skip("no committed results")
+    res = json.loads(path.read_text())
+    assert {t: claims(res, t) for t in res["claims"]} == res["claims"]
+    assert (path.parent / "results.md").read_text() == markdown(res)
+
+
 def test_readme_result_sentences_come_from_the_committed_results():
     """The README's one table and docs/results.md's tables and sentences (the blocks between the markers)
     are exactly what docs/reproduce/results.json generates."""

@@ -273,3 +273,17 @@ def test_mcnemar_exact_binomial_by_hand():
     assert none["p_value"] == 1.0 and none["n_discordant"] == 0
     with pytest.raises(ValueError):
         st.mcnemar(a.astype(float) * 0.5, b)
+
+
+def test_holm_text_writes_a_p_value_at_the_bootstrap_floor_as_a_bound():
+    # 2000 replicates: the floor is 1/2001; at it the raw p and its Holm adjustment are upper bounds
+    assert st.holm_text({"p_value": 1 / 2001, "p_holm": 4 / 2001}) == f"≤ {4 / 2001:.2g}"
+    assert st.holm_text({"p_value": 1 / 501, "p_holm": 1 / 501}, n_boot=500) == f"≤ {1 / 501:.2g}"
+    # one replicate above the floor is a value, written as one (two significant digits)
+    assert st.holm_text({"p_value": 2 / 2000, "p_holm": 0.0123}) == "0.012"
+    assert st.holm_text({"p_value": 2 / 500, "p_holm": 2 / 500}, n_boot=500) == "0.004"
+    assert st.holm_text({"p_value": None, "p_holm": None}) == "n/a"
+    # a real bootstrap with no replicate crossing zero lands on the floor
+    a, b = np.ones((3, 200)), np.zeros((3, 200))
+    r = st.paired_bootstrap(a, b, n_boot=300)
+    assert st.holm_text({"p_value": r["p_value"], "p_holm": min(1.0, 3 * r["p_value"])}, 300).startswith("≤ ")

@@ -23,6 +23,7 @@ import numpy as np
 from . import stats
 from .selection import finish, selection_summary
 from .settings import unpack
+from .stats import holm_text
 
 HEADLINE = "0.1"
 ALPHA = 0.05
@@ -299,15 +300,16 @@ def frontier_phrase(verdicts: dict) -> str:
 def sentences(res, task, best_clean, best_rob, acc, rob, cert, fr) -> list[str]:
     """One sentence per claim, saying exactly what the numbers show (the README prints these)."""
     margin = res["settings"]["tasks"][task]["equivalence_margin"]
+    n_boot = res["settings"].get("n_boot", 2000)
     word = {"equivalent": f"equivalent within ±{margin}", "inconclusive": f"neither different nor shown "
             f"equivalent within ±{margin}", "higher": "higher", "lower": "lower"}[acc["verdict"]]
     out = [f"{task}: clean accuracy, local {acc['local_mean']:.3f} vs {best_clean} {acc['baseline_mean']:.3f} "
            f"(the most accurate baseline): local − baseline {acc['diff_mean']:+.3f}, 95% CI {_ci(acc)} over seeds "
-           f"and test examples, Holm-adjusted p {format_p(acc['p_holm'])}: {word}."]
+           f"and test examples, Holm-adjusted p {holm_text(acc, n_boot)}: {word}."]
     if rob is not None:
         out.append(f"{task}: worst-case accuracy at eps {HEADLINE}, local {rob['local_mean']:.3f} vs {best_rob} "
                    f"{rob['baseline_mean']:.3f} (the most robust baseline): {rob['diff_mean']:+.3f}, 95% CI {_ci(rob)}, "
-                   f"Holm-adjusted p {format_p(rob['p_holm'])}: "
+                   f"Holm-adjusted p {holm_text(rob, n_boot)}: "
                    + (f"local {rob['verdict']}" if rob["verdict"] in ("higher", "lower") else rob["verdict"])
                    + (f"; certified (proven) accuracy {cert['local_mean']:.3f} vs {cert['baseline_mean']:.3f}"
                       if cert is not None else "") + ".")

@@ -15,6 +15,7 @@ from ..checkpoint import atomic_write_text
 from .analysis import format_p, frontier_phrase
 from .diagnostics_report import has_diagnostics, markdown_lines, plot_diagnostics
 from .selection import selection_lines
+from .stats import holm_text
 
 ATTACK_ORDER = ("fgsm", "pgd", "autoattack", "square", "random_search", "transfer", "noise", "worst", "certified")
 METHOD_COLORS = {"local": "tab:blue", "backprop": "tab:red", "backprop-wd": "tab:orange", "backprop-es": "tab:purple",
@@ -108,7 +109,7 @@ def markdown(results: dict) -> str:
     for c in results["comparisons"]:
         metric = "clean" if c["attack"] is None else f"{c['attack']} @ {c['eps']}"
         lines.append(f"| {c['task']} | {c['baseline']} | {metric} | {c['local_mean']:.3f} | {c['baseline_mean']:.3f} | "
-                     f"{_diff(c)} | {format_p(c['p_holm'])} | {c['verdict']} |")
+                     f"{_diff(c)} | {holm_text(c, st.get('n_boot', 2000))} | {c['verdict']} |")
     eps = [str(float(e)) for e in a["eps"]]
     lines += ["", "## Worst-case robust accuracy vs eps (mean ± std over seeds)", "",
               "| task | method | " + " | ".join(eps) + " |", "|---|---|" + "---|" * len(eps)]

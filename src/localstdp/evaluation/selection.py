@@ -137,11 +137,8 @@ def selection_lines(results: dict) -> list[str]:
         lines += ["", "| local − family | metric | difference [95% CI] | p (Holm) | verdict |", "|---|---|---|---|---|"]
         for c in s["comparisons"]:
             what = "clean" if c["metric"] == "clean" else f"worst @ {c['eps']}"
-            p = c["p_holm"]
-            floor = 1.0 / (results["settings"].get("n_boot", 2000) + 1)
             # a raw p-value at the bootstrap's floor 1/(B+1) is an upper bound, and so is its Holm adjustment
-            at_floor = c["p_value"] is not None and c["p_value"] <= floor * (1 + 1e-9)
-            ptxt = "-" if p is None else (f"≤ {p:.2g}" if at_floor else f"{p:.3g}")
+            ptxt = "-" if c["p_holm"] is None else stats.holm_text(c, results["settings"].get("n_boot", 2000))
             lines.append(f"| {c['family']} | {what} | {c['diff_mean']:+.3f} [{c['diff_ci95'][0]:+.3f}, "
                          f"{c['diff_ci95'][1]:+.3f}] | {ptxt} | {c['verdict']} |")
         lines.append("")

@@ -370,3 +370,14 @@ def verdict(diff: dict, tost: dict, p_adjusted: float | None, alpha: float = 0.0
     if tost["equivalent"]:
         return "equivalent"
     return "inconclusive"
+
+
+def holm_text(c: dict, n_boot: int = 2000) -> str:
+    """A bootstrap comparison's Holm-adjusted p as text. Where its raw p is the bootstrap's floor
+    1 / (n_boot + 1) (no replicate crossed zero), that p and its Holm adjustment are upper bounds, not
+    values, and are written "≤ 0.002"; otherwise the adjusted value, two significant digits."""
+    p, raw = c.get("p_holm"), c.get("p_value")
+    if p is None:
+        return "n/a"
+    at_floor = raw is not None and raw <= (1.0 / (n_boot + 1)) * (1 + 1e-9)
+    return f"≤ {p:.2g}" if at_floor else f"{p:.2g}"
