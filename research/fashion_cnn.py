@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--rule", default="{}", help="JSON of extra rule options")
     ap.add_argument("--path", default="/usr/share/datasets/fashion-mnist")
     args = ap.parse_args()
+    torch.set_num_threads(1)
     ds = load_dataset(DataConfig(name="idx", path=args.path))
     side = ds.input_shape[-1]
     x, y = ds.x_train[: args.n_train].view(-1, 1, side, side), ds.y_train[: args.n_train]
