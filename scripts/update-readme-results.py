@@ -1,6 +1,7 @@
 """Replace the generated results blocks with what a results.json generates.
 
-    .venv/bin/python scripts/update-readme-results.py docs/reproduce/results.json [docs/nonlinear/results.json]
+    .venv/bin/python scripts/update-readme-results.py docs/reproduce/results.json \
+        [docs/nonlinear/results.json [docs/nonlinear/ten/results.json]]
 
 README.md's ``<!-- summary:begin -->`` ... ``<!-- summary:end -->`` block gets :func:`summary_table` (the
 README's one table); docs/results.md's ``tables`` block gets the full tables (``readme_tables``) and its
@@ -10,7 +11,9 @@ docs/reproduce/results.json generates, so a quoted number cannot drift from the 
 With the validation robustness selection in the runs (issue 23): README.md's ``selection`` block gets
 the chosen settings of every family on the paper tasks and, when given, on the nonlinear suite's tasks
 (``selection_table``); docs/results.md's ``selection`` block and docs/nonlinear.md's ``tables``,
-``selection`` and ``results`` blocks get the full sections.
+``selection`` and ``results`` blocks get the full sections; the third run (ten-class Fashion-MNIST,
+fashion-mnist-small) joins the README's table and fills docs/nonlinear.md's ``ten-tables``,
+``ten-selection`` and ``ten-results`` blocks.
 """
 
 from __future__ import annotations
@@ -77,12 +80,12 @@ def selection_sentences(runs: list[dict], eps: str = "0.1") -> str:
     return "".join(out)
 
 
-def selection_blocks(paper: dict, nonlinear: dict | None) -> dict[tuple[Path, str], str]:
+def selection_blocks(paper: dict, nonlinear: dict | None, ten: dict | None = None) -> dict[tuple[Path, str], str]:
     """(file, block tag) -> body of every selection block the runs generate."""
     from localstdp.evaluation.report import readme_tables
     from localstdp.evaluation.selection import selection_lines, selection_table
 
-    runs = [r for r in (paper, nonlinear) if r is not None and r.get("selection")]
+    runs = [r for r in (paper, nonlinear, ten) if r is not None and r.get("selection")]
     out = {}
     if runs:
         out[README, "selection"] = selection_table(runs) + "\n" + selection_sentences(runs)
@@ -92,19 +95,24 @@ def selection_blocks(paper: dict, nonlinear: dict | None) -> dict[tuple[Path, st
         out[NONLINEAR, "tables"] = readme_tables(nonlinear)
         out[NONLINEAR, "selection"] = "\n".join(selection_lines(nonlinear)[1:]) + "\n"
         out[NONLINEAR, "results"] = sentences(nonlinear)
+    if ten is not None:
+        out[NONLINEAR, "ten-tables"] = readme_tables(ten)
+        out[NONLINEAR, "ten-selection"] = "\n".join(selection_lines(ten)[1:]) + "\n"
+        out[NONLINEAR, "ten-results"] = sentences(ten)
     return out
 
 
 def main(argv: list[str]) -> int:
     res = json.loads(Path(argv[0]).read_text())
     nonlinear = json.loads(Path(argv[1]).read_text()) if len(argv) > 1 else None
+    ten = json.loads(Path(argv[2]).read_text()) if len(argv) > 2 else None
     sys.path.insert(0, str(ROOT / "src"))
     from localstdp.evaluation.report import readme_tables
 
     replace(README, "summary", summary_table(res))
     replace(PAGE, "tables", readme_tables(res))
     replace(PAGE, "results", sentences(res))
-    for (path, tag), body in selection_blocks(res, nonlinear).items():
+    for (path, tag), body in selection_blocks(res, nonlinear, ten).items():
         replace(path, tag, body)
     print(f"README.md: the summary table; docs/results.md: {sentences(res).count(chr(10))} generated lines")
     return 0

@@ -89,7 +89,7 @@ def test_sentences_write_a_floored_p_value_as_a_bound():
     assert f"| ≤ {c['p_holm']:.2g} | higher |" in markdown(res)
 
 
-@pytest.mark.parametrize("run", ["reproduce", "nonlinear", "reproduce/peers", "reproduce/peers-fashion"])
+@pytest.mark.parametrize("run", ["reproduce", "nonlinear", "nonlinear/ten", "reproduce/peers", "reproduce/peers-fashion"])
 def test_committed_claims_are_what_their_stored_numbers_generate(run):
     """Each committed run's verdicts and sentences equal analysis.claims on its stored numbers (so a change in
     how a number is written is re-rendered: scripts/rerender-results.py)."""
@@ -138,10 +138,12 @@ def test_selection_blocks_come_from_the_committed_results():
         pytest.skip("no committed reproduction results")
     paper = json.loads(paper_path.read_text())
     nonlinear = json.loads(nonlinear_path.read_text()) if nonlinear_path.exists() else None
+    ten_path = ROOT / "docs" / "nonlinear" / "ten" / "results.json"
+    ten = json.loads(ten_path.read_text()) if ten_path.exists() else None
     spec = importlib.util.spec_from_file_location("update_readme_results", ROOT / "scripts/update-readme-results.py")
     upd = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(upd)
-    blocks = upd.selection_blocks(paper, nonlinear)
+    blocks = upd.selection_blocks(paper, nonlinear, ten)
     if paper.get("selection"):
         assert {(p.name, tag) for p, tag in blocks} >= {("README.md", "selection"), ("results.md", "selection")}
     for (path, tag), body in blocks.items():

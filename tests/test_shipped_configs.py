@@ -104,7 +104,7 @@ def test_configs_loads_no_heavy_module(tmp_path):
 
 
 PANEL_TUNED = {"iris": "iris", "mnist-0v1": "mnist-0v1", "mnist-3v5": "mnist-3v5", "mnist-4v9": "mnist-4v9",
-               "fashion-0v6": "fashion-0v6", "fashion-2v6": "fashion-2v6"}
+               "fashion-0v6": "fashion-0v6", "fashion-2v6": "fashion-2v6", "fashion-mnist-small": "fashion-mnist-small"}
 
 
 @pytest.mark.parametrize("name", sorted(PANEL_TUNED))
