@@ -5,7 +5,8 @@ A spec string names the network: ``c32k5p2m2`` = Conv2d(., 32, 5, padding 2) + S
 (``LocalLearner``) or backprop (Adam, cross-entropy) on the first ``--n-train`` training images for
 ``--epochs`` epochs (cosine schedule optional) and prints one JSON line per setting with validation
 accuracy and wall seconds. The test split is never read here. Results: docs/ablation.md,
-"Convolutional layers", "Fashion-MNIST CNN".
+"Convolutional layers", "Fashion-MNIST CNN" (one conv layer, issue 13 item 4) and "Deep conv stacks",
+"Fashion-MNIST, two conv layers" (``--teaching readout``, issue 24 item 5).
 
     OMP_NUM_THREADS=1 .venv/bin/python research/fashion_cnn.py --spec c32k5p2m2-h1024 --n-train 10000 --epochs 2
 """
