@@ -131,7 +131,7 @@ def _history(metrics: dict) -> list[dict]:
 
 
 def _row(task: str, method: str, seed: int, t: Trained, ds: Dataset, res: SuiteResult, n_attacked: int,
-         diagnostics: bool = False, val: dict | None = None) -> dict:
+         diagnostics: dict | None = None, val: dict | None = None) -> dict:
     h = t.metrics["history"][t.epoch - 1]
     clean = correct(t.model, ds.x_test.numpy(), ds.y_test.numpy())
     return {
@@ -144,7 +144,7 @@ def _row(task: str, method: str, seed: int, t: Trained, ds: Dataset, res: SuiteR
         "per_example": {"clean": pack(clean)} | _per_example(res),
         "zero_gradient_fraction": res.zero_gradient_fraction,
         "history": _history(t.metrics), "wall_seconds": float(t.metrics["wall_seconds"]),
-    } | ({"diagnostics": model_diagnostics(t.model, ds, n_attacked)} if diagnostics else {}) | (
+    } | ({"diagnostics": diagnostics} if diagnostics is not None else {}) | (
         {"val_robust": val} if val is not None else {})
 
 
@@ -162,6 +162,8 @@ class Part:
     suite: SuiteResult
     matched: dict | None
     val: dict | None = None  # val_robust(): the worst case on the validation split, when asked for
+    # model_diagnostics(), when asked for: computed with the part (in a worker), not when the unit is assembled
+    diagnostics: dict | None = None
 
 
 def panel_method(task: str, cfg: ExperimentConfig, ds: Dataset, seed: int, method: str, settings: GridSettings,
@@ -180,7 +182,11 @@ def panel_method(task: str, cfg: ExperimentConfig, ds: Dataset, seed: int, metho
         matched = _matched(task, seed, "local", method, {"local": local.trained, method: t},
                            {"local": local.suite, method: suite}, ds, idx, settings, say)
     val = val_robust(t.model, ds, settings, seed, lambda s: say(f"{task} seed {seed}: validation attack {method}, {s}"))
-    return Part(t, suite, matched, val)
+    diagnostics = None
+    if settings.diagnostics:
+        say(f"{task} seed {seed}: diagnostics {method}")
+        diagnostics = model_diagnostics(t.model, ds, len(idx))
+    return Part(t, suite, matched, val, diagnostics)
 
 
 def assemble_panel(task: str, ds: Dataset, seed: int, settings: GridSettings, parts: dict[str, Part]) -> dict:
@@ -203,7 +209,7 @@ def assemble_panel(task: str, ds: Dataset, seed: int, settings: GridSettings, pa
     for method in settings.methods:
         add_worst(suites[method])
         checks = masking_checks(suites[method], ds.n_classes, settings.attacks)
-        row = _row(task, method, seed, parts[method].trained, ds, suites[method], len(idx), settings.diagnostics,
+        row = _row(task, method, seed, parts[method].trained, ds, suites[method], len(idx), parts[method].diagnostics,
                    parts[method].val)
         rows.append(row | {"checks": checks["checks"], "check_values": checks["values"]})
     matched = [parts[m].matched for m in settings.methods if m != "local" and parts[m].matched is not None]
@@ -246,6 +252,7 @@ def save_part(path: Path, method: str, part: Part, fingerprint: str) -> None:
     # sorted when written, and results.json keeps the order they were made in
     meta = {"kind": "panel-part", "fingerprint": fingerprint, "method": method, "epoch": t.epoch,
             "metrics": json.dumps(t.metrics), "matched": json.dumps(part.matched), "val": json.dumps(part.val),
+            "diagnostics": json.dumps(part.diagnostics),
             "zero_gradient_fraction": s.zero_gradient_fraction,
             "correct": json.dumps([[a, list(per)] for a, per in s.correct.items()]),
             "adversarial": json.dumps([[k, len(v)] for k, v in s.adversarial.items()]),
@@ -275,7 +282,8 @@ def load_part(path: Path) -> Part:
     states = [{k[len(f"state.{e}."):]: v for k, v in tensors.items() if k.startswith(f"state.{e}.")}
               for e in range(int(meta["states"]))]
     return Part(Trained(model, json.loads(meta["metrics"]), int(meta["epoch"]), states, cfg), suite,
-                json.loads(meta["matched"]), json.loads(meta.get("val", "null")))
+                json.loads(meta["matched"]), json.loads(meta.get("val", "null")),
+                json.loads(meta.get("diagnostics", "null")))
 
 
 def _own_attacks(res: SuiteResult, keys: Sequence[str]) -> SuiteResult:
