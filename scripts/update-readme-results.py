@@ -91,14 +91,11 @@ def selection_blocks(paper: dict, nonlinear: dict | None, ten: dict | None = Non
         out[README, "selection"] = selection_table(runs) + "\n" + selection_sentences(runs)
     if paper.get("selection"):
         out[PAGE, "selection"] = "\n".join(selection_lines(paper)[1:]) + "\n"
-    if nonlinear is not None:
-        out[NONLINEAR, "tables"] = readme_tables(nonlinear)
-        out[NONLINEAR, "selection"] = "\n".join(selection_lines(nonlinear)[1:]) + "\n"
-        out[NONLINEAR, "results"] = sentences(nonlinear)
-    if ten is not None:
-        out[NONLINEAR, "ten-tables"] = readme_tables(ten)
-        out[NONLINEAR, "ten-selection"] = "\n".join(selection_lines(ten)[1:]) + "\n"
-        out[NONLINEAR, "ten-results"] = sentences(ten)
+    for run, prefix in ((nonlinear, ""), (ten, "ten-")):  # docs/nonlinear.md's blocks of each run
+        if run is not None:
+            out[NONLINEAR, f"{prefix}tables"] = readme_tables(run)
+            out[NONLINEAR, f"{prefix}selection"] = "\n".join(selection_lines(run)[1:]) + "\n"
+            out[NONLINEAR, f"{prefix}results"] = sentences(run)
     return out
 
 
