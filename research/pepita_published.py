@@ -51,9 +51,9 @@ from torch.nn import functional as nnf
 
 from localstdp.config import DataConfig
 from localstdp.data import load_dataset
+from localstdp.robustness.suite import AttackSettings, add_worst, attack_suite, masking_checks
 from localstdp.rules.peers.base import output_error
 from localstdp.rules.peers.pepita import pepita_updates
-from localstdp.robustness.suite import AttackSettings, add_worst, attack_suite, masking_checks
 
 torch.set_num_threads(1)
 
