@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import statistics
 import time
 
 import torch
+from rows import emit
 from torch import nn
 
 from localstdp import LocalLearner
@@ -81,10 +81,7 @@ def main() -> None:
                "tau": args.tau,
                "split": "test" if args.test else "val", "mean": statistics.mean(accs), "accs": accs,
                "seconds": round(time.perf_counter() - t, 1)}
-        print(json.dumps(row), flush=True)
-        if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        emit(row, args.json)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,11 @@ with ``test=True`` (read only for settings already chosen on validation)."""
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 
 import torch
+from rows import emit
 from torch import nn
 
 from localstdp import LocalLearner
@@ -67,7 +67,4 @@ def train_backprop(model, ds, shape, seed, epochs, lr, test=False) -> float:
 def report(row: dict, accs: list[float], t0: float, path: str | None) -> None:
     row = row | {"mean": round(statistics.mean(accs), 4), "std": round(statistics.stdev(accs), 4) if len(accs) > 1
                  else 0.0, "accs": [round(a, 4) for a in accs], "seconds": round(time.perf_counter() - t0, 1)}
-    print(json.dumps(row), flush=True)
-    if path:
-        with open(path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+    emit(row, path)

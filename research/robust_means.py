@@ -114,10 +114,10 @@ import argparse
 import json
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from rows import emit, task_of
 
 from localstdp.config import load_config
 from localstdp.data import load_dataset
@@ -216,11 +216,6 @@ def row_norms(model) -> list[dict]:
     return out
 
 
-def task_of(config: str) -> str:
-    """The task name a row records: the config file's stem (``fashion-2v6`` for .../fashion-2v6.toml)."""
-    return Path(config).stem
-
-
 def of_task(rows: list[dict], task: str) -> list[dict]:
     """The rows of ``task`` only (a row without the field is fashion-0v6's), so two tasks never mix."""
     return [r for r in rows if r.get("task", DEFAULT_TASK) == task]
@@ -315,10 +310,10 @@ def main() -> None:
                    "split": "test" if args.test else "val",
                    "val_accuracy": accuracy(model, ds.x_val, ds.y_val), "row_norms": row_norms(model)}
             if args.test:
-                res = attack_suite(model, ds.x_test[idx].numpy(), ds.y_test[idx].numpy(), ds.input_shape, ds.n_classes,
-                                   AttackSettings(eps=EPS), seed=seed, worst_only=True)
-                add_worst(res)
                 xa, ya = ds.x_test[idx].numpy(), ds.y_test[idx].numpy()
+                res = attack_suite(model, xa, ya, ds.input_shape, ds.n_classes, AttackSettings(eps=EPS), seed=seed,
+                                   worst_only=True)
+                add_worst(res)
                 row |= {"test_clean": accuracy(model, ds.x_test, ds.y_test), "n_attacked": len(idx),
                         "attacked_clean": float(res.clean.mean()), "test_worst": res.accuracy()["worst"],
                         "test_certified": {str(e): float(certified_correct(model, xa, ya, e).mean()) for e in EPS}}
@@ -326,10 +321,7 @@ def main() -> None:
                 v = val_robust(model, ds, settings, seed)
                 row |= {"n_val_attacked": v["n"], "val_worst": v["worst"]}
             row |= {"train_seconds": round(t_train, 1), "seconds": round(time.perf_counter() - t0, 1)}
-            print(json.dumps(row), flush=True)
-            if args.json:
-                with open(args.json, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+            emit(row, args.json)
 
 
 if __name__ == "__main__":

@@ -33,10 +33,10 @@ The run of docs/nonlinear.md (rows in research/out/strong_attack.jsonl; 7 min 32
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
+from rows import emit, task_of
 
 from localstdp.config import load_config
 from localstdp.data import load_dataset
@@ -81,7 +81,7 @@ def main() -> None:
             strong = attack_suite(model, x, y, ds.input_shape, ds.n_classes, STRONG, seed=seed + 1000,
                                   worst_only=True)
             add_worst(strong)
-            row = {"task": cfg_name(args.config), "point": name, "seed": seed, "n": len(idx),
+            row = {"task": task_of(args.config), "point": name, "seed": seed, "n": len(idx),
                    "clean": float(panel.clean.mean()), "checks_pass": bool(all(checks["checks"].values())),
                    "checks": {k: bool(v) for k, v in checks["checks"].items()}}
             for e in EPS:
@@ -92,14 +92,7 @@ def main() -> None:
                           "both": float((reduced & hard).mean()), "certified": float(np.asarray(cert).mean()),
                           "pgd": float(panel.correct["pgd"][k].mean()), "fgsm": float(panel.correct["fgsm"][k].mean())}
             row["seconds"] = round(time.time() - t0, 1)
-            print(json.dumps(row), flush=True)
-            if args.json:
-                with open(args.json, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-
-
-def cfg_name(path: str) -> str:
-    return path.rsplit("/", 1)[-1].removesuffix(".toml")
+            emit(row, args.json)
 
 
 if __name__ == "__main__":
