@@ -28,6 +28,9 @@ The run of docs/nonlinear.md (rows in research/out/strong_attack.jsonl; 7 min 32
         --json research/out/strong_attack.jsonl
     OMP_NUM_THREADS=1 .venv/bin/python research/strong_attack.py --config src/localstdp/configs/fashion-mnist-small.toml \\
         --points local:weight_decay=0.001 --seeds 1 2 --json research/out/strong_attack.jsonl
+    # seed 0 again after the row gained zero_gradient_fraction (169 s; the same numbers, fraction 0.0)
+    OMP_NUM_THREADS=1 .venv/bin/python research/strong_attack.py --config src/localstdp/configs/fashion-mnist-small.toml \\
+        --points local:weight_decay=0.001 --seeds 0 --json research/out/strong_attack.jsonl
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ def main() -> None:
                                   worst_only=True)
             add_worst(strong)
             row = {"task": task_of(args.config), "point": name, "seed": seed, "n": len(idx),
-                   "clean": float(panel.clean.mean()), "checks_pass": bool(all(checks["checks"].values())),
+                   "clean": float(panel.clean.mean()), "zero_gradient_fraction": panel.zero_gradient_fraction, "checks_pass": bool(all(checks["checks"].values())),
                    "checks": {k: bool(v) for k, v in checks["checks"].items()}}
             for e in EPS:
                 k = eps_key(e)
