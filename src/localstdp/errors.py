@@ -50,3 +50,21 @@ class DistributedError(LocalSTDPError):
     """A peer process died, hung or could not be reached."""
 
     exit_code = 1
+
+
+class ArgumentError(LocalSTDPError, ValueError):
+    """An argument of a library call that the call cannot use: a shape or batch size that does not
+    agree, labels outside [0, n_classes), a tensor on another device than the model, non-finite
+    inputs, an eps, step count or size out of range (:mod:`localstdp.checks`).
+
+    The message names the argument, what was expected and what came (``"y: expected integer class
+    labels in [0, 3), got 3 at index 5"``). Also a ``ValueError``, so ``except ValueError`` clauses
+    written before it existed keep working.
+    """
+
+    exit_code = 2
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """An argument of the wrong type or dtype (a list where a tensor is expected, float labels, an
+    input of another dtype than the model's). Both a ``ValueError`` and a ``TypeError``."""

@@ -47,6 +47,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from . import checks
 from .activity import RATES
 from .errors import ConfigError
 from .model_learner import LearningRate, ModelLearner, StepResult
@@ -103,6 +104,7 @@ class LocalLearner(ModelLearner, LayerwiseRule):
     def __init__(self, model: nn.Module, n_classes: int = 10, lr: float = 0.5, *, rule: str = "local", seed: int = 0,
                  example: torch.Tensor | None = None, conv_teaching: str = "pooled", conv_lr_scale: float = 3.0,
                  conv_tau: float = 1.0, activity: str = "module", **rule_options):
+        self._check_args(model, n_classes, lr, seed)
         names = [f.name for f in dataclasses.fields(RuleParams) if f.name != "eta"]
         unknown = sorted(set(rule_options) - set(names))
         if unknown:
@@ -176,6 +178,8 @@ class LocalLearner(ModelLearner, LayerwiseRule):
         """Every learnable layer's (dW, db) from ONE forward pass, not applied, with no side effect:
         the running means (``center``) are left as they were (``updates`` then ``step`` equals ``step``).
         A frozen weight's or bias's entry is zero (``step`` leaves it alone)."""
+        checks.choice("reduction", reduction, ("mean", "sum"))
+        y = self._check_batch(x, y)
         self._sync_lr()
         _, acts = self.activities(x)
         y, means = self._labels(y), list(self.pre_means)
@@ -190,7 +194,12 @@ class LocalLearner(ModelLearner, LayerwiseRule):
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         """One update of every learnable layer from one forward pass. Returns a float, the output
-        layer's mean squared target error (before the update), with ``.logits``: the model's output."""
+        layer's mean squared target error (before the update), with ``.logits``: the model's output.
+
+        ``x``: a non-empty batch of finite values, the model's dtype and device; ``y``: (batch,) integer
+        labels in [0, n_classes). Anything else raises ArgumentError (a ValueError) or ArgumentTypeError
+        (also a TypeError) naming the argument, and no layer changes (:mod:`localstdp.checks`)."""
+        y = self._check_batch(x, y)
         self._sync_lr()
         out, acts = self.activities(x)
         y = self._labels(y)
@@ -204,6 +213,14 @@ class LocalLearner(ModelLearner, LayerwiseRule):
         LayerwiseRule.load_state_tensors(self, tensors)
         self._keep_state = True
         self._target_tables.clear()
+
+    def _check_rule_state(self, state, layers: list[nn.Module]) -> None:
+        for l, m in enumerate(layers):
+            checks.state_tensor(state, f"rule.association.{l}", (units(m), self.n_classes), floating=False,
+                                what=f" (the association map of layer {l}: units x n_classes)")
+            n_pre = m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
+            checks.state_tensor(state, f"rule.pre_mean.{l}", (n_pre,), required=False,
+                                what=f" (the running mean of layer {l}'s input)")
 
     def _rule_state(self) -> dict[str, torch.Tensor]:
         return self.state_tensors()

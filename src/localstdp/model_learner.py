@@ -14,6 +14,12 @@ which order: :mod:`localstdp.walker`), devices, checkpointable state and what ``
 * ``step(x, y)`` returns a :class:`StepResult`: a float (the rule's loss on the batch, before the
   update; what ``step`` always returned) carrying ``.loss`` and ``.logits`` (the model's output for
   ``x``, computed by the step's own forward pass: no second pass for metrics).
+* Arguments (:mod:`localstdp.checks`). ``step`` and ``updates`` take ``x``: a non-empty batch of finite
+  values of the model's dtype on its first layer's device, and ``y``: (batch,) integer labels in
+  [0, n_classes) (any integer dtype; used as int64); anything else raises
+  :class:`~localstdp.errors.ArgumentError` / :class:`~localstdp.errors.ArgumentTypeError` naming the
+  argument, before any layer changes. An input the model's forward pass itself refuses (a wrong
+  number of features) raises ArgumentError naming ``x``, with torch's message.
 * Learning rate. ``learner.optimizer`` is a torch.optim.Optimizer whose ``param_groups[0]["lr"]`` is
   the rule's learning rate, read at every step: any ``torch.optim.lr_scheduler`` drives it
   (``LambdaLR(learner.optimizer, fn)`` for a callable ``fn(step) -> factor``).
@@ -21,10 +27,13 @@ which order: :mod:`localstdp.walker`), devices, checkpointable state and what ``
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from . import checks
+from .errors import ArgumentError, ConfigError
 from .rules.layerwise import units
 from .walker import describe, learnable_layers, record
 
@@ -64,6 +73,26 @@ class ModelLearner:
     _rate = None  # walker.record's rate map (LocalLearner's activity=, localstdp.activity); None: nn.Sigmoid only
     _hint = ""  # appended to the walker's refusal of a layer not followed by nn.Sigmoid
 
+    def _check_args(self, model: nn.Module, n_classes: int, lr: float, seed: int) -> None:
+        """The constructor's arguments (every rule)."""
+        checks.instance("model", model, nn.Module, "a torch.nn.Module")
+        checks.integer("n_classes", n_classes, lo=2)
+        checks.number("lr", lr, lo=0, lo_open=True)
+        checks.seed("seed", seed)
+
+    def _check_batch(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """A training batch (see the module docstring); returns ``y`` as int64 on ``x``'s device."""
+        dtype, device = self._input_kind()
+        return checks.batch(x, y, self.n_classes, dtype, device)
+
+    def _input_kind(self) -> tuple[torch.dtype, torch.device | None]:
+        """The dtype and device of the first layer (in call order once resolved); the device is not checked
+        before the first pass when the layers lie on several devices (the first one called is not known)."""
+        w = self.layers[0].weight
+        if not self.resolved and any(m.weight.device != w.device for m in self.layers):
+            return w.dtype, None
+        return w.dtype, w.device
+
     def _walk(self, model: nn.Module, n_classes: int, conv: bool = True) -> None:
         named = learnable_layers(model)
         if not conv:
@@ -93,6 +122,7 @@ class ModelLearner:
         running statistics and the random generators are left as they were)."""
         if self.resolved:
             return
+        checks.model_input("example", example, *self._input_kind())
         saved = [(b, b.clone()) for b in self.model.buffers()]
         devices = [example.device] if example.device.type != "cpu" else []
         try:
@@ -104,8 +134,15 @@ class ModelLearner:
 
     def record(self, x: torch.Tensor, part: nn.Module | None = None, leaves=None):
         """walker.record on this learner's model; the first full pass fixes the call order."""
-        out, found, order = record(self.model, x, self.layers, self.names, leaves or self._leaves, part, self.resolved,
-                                   self._rate, self._hint)
+        try:
+            out, found, order = record(self.model, x, self.layers, self.names, leaves or self._leaves, part,
+                                       self.resolved, self._rate, self._hint)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as exc:  # the model refused the input itself (a wrong number of features)
+            if part is not None:
+                raise
+            raise self._forward_error(x, exc) from exc
         if part is None:
             missing = [self.names[l] for l in range(len(self.layers)) if found[l] is None]
             if missing:
@@ -120,6 +157,15 @@ class ModelLearner:
         elif not self.resolved:
             raise ConfigError("call learner.resolve(example) with a full model input before running a part of it")
         return out, found
+
+    def _forward_error(self, x: torch.Tensor, exc: Exception) -> ArgumentError:
+        first = next((m for m in self.model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), self.layers[0])
+        takes = (f"{first.in_channels} input channels" if isinstance(first, nn.Conv2d)
+                 else f"{first.in_features} input features")
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return ArgumentError(f"x: expected an input the model's forward pass accepts (its first layer, a "
+                             f"{type(first).__name__}, takes {takes}), got {checks.got(x)}; the forward pass "
+                             f"failed with: {msg}")
 
     def _adopt(self, order: list[int]) -> None:
         """The layers in call ``order`` (permuting every per-layer list in place), then the output check."""
@@ -158,20 +204,45 @@ class ModelLearner:
                 "lr": torch.tensor(self.optimizer.param_groups[0]["lr"], dtype=torch.float64)} | self._rule_state()
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        order = state.get("walker.order")
-        if order is None or len(order) != len(self.layers):
-            raise ValueError(f"state lacks walker.order for {len(self.layers)} learnable layers")
-        order = [int(i) for i in order]
-        if self.resolved:
-            if [self._defined.index(n) for n in self.names] != order:
-                raise ConfigError("load_state_dict: the saved call order differs from this model's")
-        else:
+        """Restore ``state_dict()``'s state (see the module docstring). A state that does not fit this
+        learner (a missing key, another number of layers, a tensor of another shape, NaN) raises
+        :class:`~localstdp.errors.ArgumentError` naming the entry, and changes nothing."""
+        order, steps, lr = self._check_state(state)
+        if not self.resolved:
             self._adopt([self.names.index(self._defined[i]) for i in order])  # provisional -> saved order
-        self.steps = int(state["steps"])
         self._load_rule_state(state)
+        self.steps = steps
         for group in self.optimizer.param_groups:
-            group["lr"] = float(state["lr"])
+            group["lr"] = lr
         self._follow()
+
+    def _check_state(self, state) -> tuple[list[int], int, float]:
+        """``state``'s call order, step count and learning rate, checked; then the rule's own entries."""
+        checks.mapping("state", state, "a dict of name -> tensor (learner.state_dict())")
+        n = len(self.layers)
+        for key in ("walker.order", "steps", "lr"):
+            if key not in state:
+                checks.fail("state", f"an entry {key!r} (learner.state_dict())", f"keys {sorted(state)[:8]}")
+            checks.tensor(f"state[{key!r}]", state[key])
+        order = state["walker.order"]
+        if order.dtype not in checks.INTEGER_DTYPES or order.shape != (n,) or sorted(order.tolist()) != list(range(n)):
+            checks.fail("state['walker.order']", f"a permutation of 0..{n - 1} (this model's {n} learnable layers)",
+                        f"{order.tolist() if order.numel() <= 16 else checks.got(order)}")
+        steps, lr = state["steps"], state["lr"]
+        if steps.numel() != 1 or steps.dtype not in checks.INTEGER_DTYPES or int(steps) < 0:
+            checks.fail("state['steps']", "one integer >= 0", checks.got(steps))
+        if lr.numel() != 1 or not lr.dtype.is_floating_point or not math.isfinite(float(lr)) or float(lr) <= 0:
+            checks.fail("state['lr']", "one finite learning rate > 0", checks.got(lr))
+        order = [int(i) for i in order]
+        if self.resolved and [self._defined.index(n) for n in self.names] != order:
+            raise ConfigError("load_state_dict: the saved call order differs from this model's")
+        by_name = dict(zip(self.names, self.layers))
+        self._check_rule_state(state, [by_name[self._defined[i]] for i in order])
+        return order, int(steps), float(lr)
+
+    def _check_rule_state(self, state, layers: list[nn.Module]) -> None:
+        """The rule's own entries of a state, for ``layers`` in the saved call order (subclasses); raise
+        ArgumentError before anything changes."""
 
     def _rule_state(self) -> dict[str, torch.Tensor]:
         return {}

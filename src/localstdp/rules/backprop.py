@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .. import checks
 from ..errors import ConfigError
 from ..model import MLP
 
@@ -72,6 +73,7 @@ class Backprop:
             group["lr"] = self.params.lr * factor
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        y = checks.package_batch(self.model, x, y, self.n_classes)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_mean(self.model(x), y)
         loss.backward()

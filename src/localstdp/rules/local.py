@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import checks
 from ..model import MLP
 from .layerwise import LayerwiseRule
 from .params import RuleParams
@@ -25,12 +26,15 @@ class LocalRule(LayerwiseRule):
     @torch.no_grad()
     def updates(self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean"):
         """Every layer's (dW, db) from ONE forward pass, and the activities it used."""
+        checks.choice("reduction", reduction, ("mean", "sum"))
+        y = checks.package_batch(self.model, x, y, self.n_classes)
         acts = self.model.activities(x)
         return [self.layer_update(l, acts[l], acts[l + 1], y, reduction) for l in range(len(acts) - 1)], acts
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """One update of all layers at once; returns the output layer's mean squared target error."""
+        y = checks.package_batch(self.model, x, y, self.n_classes)
         acts = self.model.activities(x)
         for l in range(len(self.model.layers)):
             self.learn_layer(l, acts[l], acts[l + 1], y)

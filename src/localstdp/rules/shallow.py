@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import checks
 from ..errors import ConfigError
 from .backprop import BackpropParams
 
@@ -74,6 +75,7 @@ class Readout:
         """No learning rate: the line search sets every step."""
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        y = checks.package_batch(self.model, x, y, self.n_classes)
         feats = readout_features(self.model, x)
         params = [self.head.weight, self.head.bias]
         opt = torch.optim.LBFGS(params, lr=1.0, max_iter=MAX_ITER, history_size=10, line_search_fn="strong_wolfe")

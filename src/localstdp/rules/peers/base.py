@@ -15,6 +15,7 @@ import math
 import torch
 from torch import nn
 
+from ... import checks
 from ...model import MLP
 from .params import PeerParams
 
@@ -116,6 +117,7 @@ class PeerLearner:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """One update from the batch (x, y); returns the batch's mean loss."""
+        y = checks.package_batch(self.model, x, y, self.n_classes)
         self.zero_grad()
         loss = self.accumulate(x, y, 1.0 / len(y))
         self.apply()

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as nnf
 
+from ... import checks
 from ...errors import ConfigError
 from ...model_learner import ModelLearner, StepResult
 from ..layerwise import units
@@ -52,6 +53,7 @@ class ModelPeer(ModelLearner, PeerLearner):
 
     def __init__(self, model: nn.Module, n_classes: int = 10, lr: float = 1e-3, *, seed: int = 0,
                  example: torch.Tensor | None = None, **options):
+        self._check_args(model, n_classes, lr, seed)
         names = [f.name for f in dataclasses.fields(PeerParams) if f.name != "lr"]
         unknown = sorted(set(options) - set(names))
         if unknown:
@@ -102,7 +104,11 @@ class ModelPeer(ModelLearner, PeerLearner):
             add_grad(layer.bias, db)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
-        """One optimiser step on the rule's direction for the batch; returns its mean loss with ``.logits``."""
+        """One optimiser step on the rule's direction for the batch; returns its mean loss with ``.logits``.
+
+        ``x`` and ``y`` are checked as the local rule's (:meth:`localstdp.LocalLearner.step`): a bad batch
+        raises ArgumentError / ArgumentTypeError naming the argument, and nothing changes."""
+        y = self._check_batch(x, y)
         self.resolve(x)
         self._follow()
         y = y.to(self.device)
@@ -112,6 +118,33 @@ class ModelPeer(ModelLearner, PeerLearner):
         self.optimizer.step()
         self.steps += 1
         return StepResult(loss / len(y), self.logits)
+
+    def fixed_shapes(self, layers: list[nn.Module]) -> dict[str, tuple[int, ...]]:
+        """The fixed random matrices of the rule for ``layers`` in call order: name -> shape."""
+        return {}
+
+    def _check_rule_state(self, state, layers: list[nn.Module]) -> None:
+        for k, shape in self.fixed_shapes(layers).items():
+            checks.state_tensor(state, f"peer.fixed.{k}", shape, what=f" (the fixed matrix {k})")
+        rng = checks.state_tensor(state, "peer.rng", floating=False, what=" (the generator state)")
+        try:
+            torch.Generator().set_state(rng)
+        except (RuntimeError, TypeError) as exc:
+            checks.fail("state['peer.rng']", "a torch.Generator state (Generator.get_state())", f"{checks.got(rng)} "
+                        f"({exc})")
+        params = self.trained_parameters()
+        for name in state:
+            if not name.startswith("optim."):
+                continue
+            idx, _, key = name[len("optim."):].partition(".")
+            if not idx.isdigit() or int(idx) >= len(params) or not key:
+                checks.fail(f"state[{name!r}]", f"an entry optim.<i>.<key> with i < {len(params)} (the trained "
+                            "parameters)", "another name")
+            p = params[int(idx)]
+            v = checks.state_tensor(state, name, floating=False)
+            if v.ndim and (v.shape != p.shape or not bool(torch.isfinite(v).all())):
+                checks.fail(f"state[{name!r}]", f"finite values of shape {tuple(p.shape)} (parameter {idx})",
+                            checks.got(v))
 
     def _rule_state(self) -> dict[str, torch.Tensor]:
         return self.state_tensors()
@@ -123,10 +156,13 @@ class ModelPeer(ModelLearner, PeerLearner):
 class ModelFA(ModelPeer):
     rule, forward_only = "fa", False
 
+    def fixed_shapes(self, layers):
+        # layer 0 sends nothing further back; B^l carries layer l's error to its input
+        return {f"B{l}": (layers[l].weight.shape[1], layers[l].weight.shape[0]) for l in range(1, len(layers))}
+
     def make_fixed(self) -> None:
-        for l in range(1, len(self.layers)):  # layer 0 sends nothing further back
-            W = self.layers[l].weight
-            self.feedback_matrix(f"B{l}", W.shape[1], W.shape[0])
+        for name, (rows, signal) in self.fixed_shapes(self.layers).items():
+            self.feedback_matrix(name, rows, signal)
 
     def accumulate(self, x, y, scale, rows=None) -> float:
         def feedback(B):
@@ -148,9 +184,12 @@ class ModelFA(ModelPeer):
 class ModelDFA(ModelPeer):
     rule, forward_only = "dfa", False
 
+    def fixed_shapes(self, layers):
+        return {f"B{l}": (units(layers[l]), self.n_classes) for l in range(len(layers) - 1)}
+
     def make_fixed(self) -> None:
-        for l in range(len(self.layers) - 1):
-            self.feedback_matrix(f"B{l}", units(self.layers[l]), self.n_classes)
+        for name, (rows, signal) in self.fixed_shapes(self.layers).items():
+            self.feedback_matrix(name, rows, signal)
 
     def signal(self, e: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return e
@@ -178,16 +217,19 @@ class ModelDRTP(ModelDFA):
 class ModelPEPITA(ModelPeer):
     rule, forward_only = "pepita", True
 
+    def fixed_shapes(self, layers):
+        return {"F": (layers[0].in_features, self.n_classes)}  # the input's size: what the first layer reads
+
     def make_fixed(self) -> None:
-        n_in = self.layers[0].in_features  # the input's size (Linear-only models: what the first layer reads)
+        n_in = self.layers[0].in_features
         self.random_matrix("F", (n_in, self.n_classes), self.params.input_scale * math.sqrt(6.0 / n_in))
 
     @torch.no_grad()
     def accumulate(self, x, y, scale, rows=None) -> float:
         F = self.fixed["F"]
         if x[0].numel() != F.shape[0]:
-            raise ConfigError(f"pepita adds F e to the input: it needs inputs of {F.shape[0]} values (the first "
-                              f"layer's in_features), got {x[0].numel()}")
+            checks.fail("x", f"inputs of {F.shape[0]} values per example (pepita adds F e to the input; the first "
+                        "layer's in_features)", f"{x[0].numel()} (shape {tuple(x.shape)})")
         out, found = self.record(x)
         e = output_error(out, y)
         _, mod = self.record(x + e.mm(F.t()).view_as(x))
