@@ -34,6 +34,16 @@ def _add_bench(sub) -> None:
                    help="instead: time the attack suite per model (cases mnist-3v5, fashion-mnist, mnist-10-cnn; "
                         "default all) and a small reproduce end to end; writes --out (default "
                         f"{DEFAULT_DIR}/attacks.json) and --md (default {DEFAULT_DIR}/attacks.md)")
+    p.add_argument("--parallel", action="store_true",
+                   help="instead: training throughput against ranks -- the local rule's layer pipeline and data "
+                        "parallel, backprop's DDP and torch.distributed.pipelining schedules (GPipe, 1F1B, "
+                        "interleaved zero bubble, ZBV) -- and the scaling model; writes --out (default "
+                        f"{DEFAULT_DIR}/parallel.json), --md (default {DEFAULT_DIR}/parallel.md) and --plot "
+                        f"(default {DEFAULT_DIR}/parallel.png)")
+    p.add_argument("--ranks", type=int, nargs="+", metavar="N",
+                   help="with --parallel: the rank counts, one thread each (default 2, 4, 8 up to the CPU count)")
+    p.add_argument("--nets", nargs="+", metavar="NET", help="with --parallel: mlp-uneven, mlp-even, cnn (default all)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", metavar="B", help="with --parallel: default 64 256")
     p.add_argument("--no-reproduce", action="store_true", help="with --attacks: skip the reproduce run")
     p.add_argument("--report", metavar="JSON", help="do not measure: write the markdown report from this JSON")
     p.add_argument("--md", default=f"{DEFAULT_DIR}/BENCHMARKS.md",
@@ -99,9 +109,60 @@ def cmd_attacks(args) -> int:
     return 0
 
 
+def cmd_parallel(args) -> int:
+    import os
+
+    from ..bench import write_json
+    from ..bench.parallel import NETS, QUICK_PARALLEL, ParallelSpec, plot, render_markdown, run_parallel_bench
+
+    out = f"{DEFAULT_DIR}/parallel.json" if args.out == f"{DEFAULT_DIR}/bench.json" else args.out
+    md = f"{DEFAULT_DIR}/parallel.md" if args.md == f"{DEFAULT_DIR}/BENCHMARKS.md" else args.md
+    png = args.plot or str(Path(md).with_suffix(".png"))
+    spec = QUICK_PARALLEL if args.quick else ParallelSpec()
+    changes = {}
+    if args.nets:
+        bad = [n for n in args.nets if n not in NETS]
+        if bad:
+            raise ConfigError(f"bench --nets: unknown net {bad[0]!r}; expected one of {', '.join(NETS)}")
+        changes["nets"] = tuple(args.nets)
+    if args.batch_sizes:
+        if min(args.batch_sizes) < 2:
+            raise ConfigError(f"bench --batch-sizes: {min(args.batch_sizes)} is too small (>= 2)")
+        changes["batches"] = tuple(args.batch_sizes)
+    if args.repeats is not None:
+        if args.repeats < 1:
+            raise ConfigError(f"bench: --repeats = {args.repeats}: too small")
+        changes["repeats"] = args.repeats
+    spec = dataclasses.replace(spec, **changes)
+    cpus = os.cpu_count() or 1
+    ranks = args.ranks or [n for n in (2, 4, 8) if n <= cpus] or [2]
+    if min(ranks) < 2:
+        raise ConfigError(f"bench --ranks: {min(ranks)}: expected 2 or more (one process is measured in every group)")
+    refuse_to_replace([out, md, png], args.force)
+    result = run_parallel_bench(spec, ranks)
+    words = ["localstdp", "bench", "--parallel", *(["--quick"] if args.quick else []), "--ranks", *map(str, ranks)]
+    words += ["--nets", *args.nets] if args.nets else []
+    words += ["--batch-sizes", *map(str, args.batch_sizes)] if args.batch_sizes else []
+    words += ["--repeats", str(args.repeats)] if args.repeats is not None else []
+    result["command"] = " ".join(shlex.quote(w) for w in words)
+    write_json(result, out)
+    text = render_markdown(result, result["command"])
+    try:
+        Path(md).parent.mkdir(parents=True, exist_ok=True)
+        Path(md).write_text(text, encoding="utf-8")
+        plot(result, png)
+    except OSError as exc:
+        raise OutputError(f"cannot write {md} / {png}: {exc.strerror or exc}") from None
+    print(text)
+    print(f"-> {out}, {md}, {png}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from ..bench import TARGETS, run_bench, write_json, write_report
 
+    if args.parallel:
+        return cmd_parallel(args)
     if args.attacks is not None:
         return cmd_attacks(args)
     if args.report:
