@@ -285,3 +285,73 @@ def test_hung_peer_times_out_under_torchrun_env(tmp_path):
     assert elapsed < 2 + 20
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("localstdp: error: rank 0 of 2:") and "timed out" in lines[0].lower()
+
+
+_STOP_SCRIPT = r"""
+import sys, torch
+from localstdp.parallel.comm import _init
+from localstdp.parallel.pipeline import _pipeline_epoch
+from localstdp.parallel.setup import _setup
+from localstdp.train import RunState, batches
+from safetensors.torch import save_file
+sys.path.insert(0, sys.argv[1])
+from test_parallel import config, synthetic
+
+stop_at, ahead, out = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+torch.set_num_threads(1)
+_init(20)
+ds, cfg = synthetic(n_train=150), config(epochs=1, hidden=(16, 8, 8, 8))
+run = _setup(cfg, "local", "pipeline", ds, 20)
+calls = iter(range(1000))
+run.should_stop = lambda: 15 if next(calls) == stop_at else 0  # rank 0 alone asks
+idx = batches(len(ds.y_train), cfg.train.batch_size, torch.arange(len(ds.y_train)))
+state = RunState()
+with torch.no_grad():
+    stopped, _ = _pipeline_epoch(run, idx, state, recv_ahead=ahead)
+    first_stop = state.step
+    again = _pipeline_epoch(run, idx, state, recv_ahead=ahead)  # resume in place from the stop
+lo, hi = run.stages[run.rank]
+save_file({f"{l}.{n}": p.detach().clone() for l in range(lo, hi) for n, p in run.model.layers[l].named_parameters()},
+          f"{out}.{run.rank}.safetensors")
+print(stopped, first_stop, again[0], state.step)
+torch.distributed.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("ahead", [1, 3])
+def test_pipeline_stop_mid_epoch_across_three_ranks(tmp_path, one_thread, ahead):
+    """Rank 0 stops after batch 4 of 10: every stage stops at the same batch, with the receives it had
+    posted ahead answered (none is left waiting), and going on from there gives the uninterrupted
+    weights bit for bit."""
+    from safetensors.torch import load_file
+
+    from localstdp.model import build_network
+    from localstdp.train import batches, make_learner, schedule_lr
+
+    ds, cfg = synthetic(n_train=150), config(epochs=1, hidden=(16, 8, 8, 8))
+    model = build_network(cfg.model, ds.n_features, ds.n_classes, cfg.train.seed)
+    learner = make_learner("local", model, cfg, ds.n_classes)
+    idx = batches(len(ds.y_train), cfg.train.batch_size, torch.arange(len(ds.y_train)))
+    for b, i in enumerate(idx):  # the single-process steps over the same batches
+        schedule_lr(learner, cfg, 0, b, len(idx))
+        learner.step(ds.x_train[i], ds.y_train[i])
+    port, script = _free_port(), tmp_path / "stop.py"
+    script.write_text(_STOP_SCRIPT)
+    procs = []
+    for rank in range(3):
+        env = _env() | {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "3", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, str(script), str(ROOT / "tests"), "3", str(ahead),
+                                       str(tmp_path / "w")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, env=env))
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-2000:]
+        assert o.split() == ["True", "4", "False", "10"]  # stopped at batch 4, then ran to the end
+    got = {}
+    for rank in range(3):
+        got |= load_file(tmp_path / f"w.{rank}.safetensors")
+    want = dict(model.layers.named_parameters())
+    assert set(got) == set(want)
+    for k, v in want.items():
+        assert torch.equal(got[k], v.detach()), k

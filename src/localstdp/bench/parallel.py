@@ -233,6 +233,9 @@ class _Case:
             return go
 
         out.append((f"local pipeline {N}x1", "all", epoch_of(self.pipe, _pipeline_epoch)))
+        # the same without receives posted ahead (each stage posts a batch's receive when it needs it)
+        out.append((f"local pipeline-noprefetch {N}x1", "all",
+                    epoch_of(self.pipe, lambda run, idx, st: _pipeline_epoch(run, idx, st, recv_ahead=1))))
         out.append((f"local data {N}x1", "all", epoch_of(self.data, _data_epoch)))
         out.append((f"backprop ddp {N}x1", "all", self._ddp()))
         for sched in self.spec.schedules:

@@ -105,7 +105,7 @@ def _arm_prediction(name: str, case: dict, link: dict) -> float | None:
             return None  # intra-op threads: not modelled
         s = sum(prof["local_unit_s"]) if words[0] == "local" else prof["backprop_step_s"][str(b)]
         return b / s
-    if words[:2] == ["local", "pipeline"]:
+    if words[0] == "local" and words[1].startswith("pipeline"):
         return b / local_pipeline_s(prof, [tuple(s) for s in prof["split"]], link, b)
     if words[:2] == ["local", "data"]:
         return b / data_parallel_s(prof["local_step_s"][str(b // n)], prof["params_bytes"], link, n)

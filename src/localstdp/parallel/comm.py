@@ -25,6 +25,7 @@ log = logging.getLogger("localstdp.parallel")
 MODES = ("pipeline", "data")
 DEFAULT_TIMEOUT = 30.0  # seconds any wait on a peer may take before the run is declared dead
 SEND_WINDOW = 4  # micro-batches a stage may have in flight towards the next one
+RECV_AHEAD = 2  # micro-batches a stage has receives posted for (the one it waits on and the next)
 _GO, _STOP = 0, 1  # flag in front of every pipeline message
 
 
@@ -70,6 +71,12 @@ class _Comm:
     def isend(self, t: torch.Tensor, dst: int, what: str):
         try:
             return dist.isend(t, dst)
+        except RuntimeError as exc:
+            raise self.fail(what, exc) from None
+
+    def irecv(self, t: torch.Tensor, src: int, what: str):
+        try:
+            return dist.irecv(t, src)
         except RuntimeError as exc:
             raise self.fail(what, exc) from None
 
