@@ -136,8 +136,8 @@ def model_input(name: str, x: Any, dtype: torch.dtype | None, device: torch.devi
     if not x.dtype.is_floating_point or (dtype is not None and x.dtype != dtype):
         want = str(dtype).removeprefix("torch.") + " (the model's dtype)" if dtype is not None else "a floating dtype"
         fail(name, f"a tensor of dtype {want}", f"dtype {str(x.dtype).removeprefix('torch.')}", ArgumentTypeError)
-    if device is not None and x.device != device:
-        fail(name, f"a tensor on {device} (the model's first layer's device)", f"one on {x.device}")
+    if (device is not None and x.device != device) or x.device.type == "meta":
+        fail(name, f"a tensor on {device or 'a real device'} (the model's first layer's device)", f"one on {x.device}")
     return x
 
 
@@ -156,6 +156,8 @@ def batch(x: Any, y: Any, n_classes: int, dtype: torch.dtype | None = None,
     if y.dtype not in INTEGER_DTYPES:
         fail("y", "integer class labels (an int64 tensor)", f"dtype {str(y.dtype).removeprefix('torch.')}",
              ArgumentTypeError)
+    if y.device.type == "meta":
+        fail("y", "labels with values (a tensor on a real device)", "one on the meta device")
     y = y.to(device=x.device, dtype=torch.int64)
     lo, hi = torch.aminmax(y)
     if x.device.type == "cpu":

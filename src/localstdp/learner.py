@@ -216,8 +216,12 @@ class LocalLearner(ModelLearner, LayerwiseRule):
 
     def _check_rule_state(self, state, layers: list[nn.Module]) -> None:
         for l, m in enumerate(layers):
-            checks.state_tensor(state, f"rule.association.{l}", (units(m), self.n_classes), floating=False,
-                                what=f" (the association map of layer {l}: units x n_classes)")
+            key = f"rule.association.{l}"
+            A = checks.state_tensor(state, key, (units(m), self.n_classes), floating=False,
+                                    what=f" (the association map of layer {l}: units x n_classes)")
+            if not A.is_floating_point() or not bool(((A == 0) | (A == 1) | A.isnan()).all()):
+                checks.fail(f"state[{key!r}]", "an association map of entries 0, 1 or NaN (untaught)",
+                            checks.got(A) + " with other values")
             n_pre = m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
             checks.state_tensor(state, f"rule.pre_mean.{l}", (n_pre,), required=False,
                                 what=f" (the running mean of layer {l}'s input)")

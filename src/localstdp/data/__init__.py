@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
-from ..errors import DataError
+from ..errors import ArgumentTypeError, DataError
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,14 @@ def read_table(cfg: DataConfig):
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
-    """Load, filter, split and scale the data set ``cfg`` names. Problems raise DataError."""
+    """Load, filter, split and scale the data set ``cfg`` names. Problems raise DataError; a ``cfg`` that
+    is not a DataConfig raises ArgumentTypeError (an ExperimentConfig: pass its ``.data``)."""
+    if not isinstance(cfg, DataConfig):
+        from .. import checks
+
+        hint = " (an ExperimentConfig: pass cfg.data)" if hasattr(cfg, "data") and isinstance(cfg.data, DataConfig) else ""
+        checks.fail("cfg", "a DataConfig (the [data] section: ExperimentConfig.data)", checks.got(cfg) + hint,
+                    ArgumentTypeError)
     if cfg.name == "idx":
         x_tr, y_tr, x_te, y_te, source = read_idx(cfg)
         keep = _resolve_classes(np.concatenate([y_tr, y_te]), cfg.classes, source)

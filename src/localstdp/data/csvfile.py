@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ArgumentTypeError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,12 @@ def read_csv(path: str | Path, label: str | int | None = None):
     a warning naming it. Labels may be integers or strings (a column of fractional numbers, or of
     nearly as many values as rows, is refused); every other cell must parse as a finite float.
     """
+    from .. import checks
+
+    checks.path("path", path)
+    if label is not None and (isinstance(label, bool) or not isinstance(label, (str, int))):
+        checks.fail("label", "a column name (str), a 0-based column index (int) or None", checks.got(label),
+                    ArgumentTypeError)
     path = Path(path)
     rows = _rows(path)
     if not rows:

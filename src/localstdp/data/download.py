@@ -24,7 +24,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import ArgumentTypeError, DataError
 from .idx import FILES
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,12 @@ def download_file(url: str, dest: str | Path, checksum: str, *, timeout: float =
     """
     import pooch
 
+    from .. import checks
+
+    checks.instance("url", url, str, "a URL (str)")
+    checks.path("dest", dest)
+    checks.instance("checksum", checksum, str, "a hex digest (str)")
+    checks.number("timeout", timeout, 0, lo_open=True)
     known = f"{digest_kind(checksum)}:{checksum.lower()}"
     dest = Path(dest)
     _warn_if_stale(dest, known)
@@ -188,6 +194,14 @@ def fetch_idx(url: str, cache_dir: str | Path | None = None, checksums: list[str
     defaults to ``default_cache_dir() / "idx" / cache_subdir(url)``. One pooch per call: its
     base URL is ``url``, its registry the four files' digests.
     """
+    from .. import checks
+
+    if cache_dir is not None:
+        checks.path("cache_dir", cache_dir)
+    if checksums is not None and (not isinstance(checksums, (list, tuple))
+                                  or not all(isinstance(c, str) for c in checksums)):
+        checks.fail("checksums", "a list of four hex digests (str)", checks.got(checksums), ArgumentTypeError)
+    checks.number("timeout", timeout, 0, lo_open=True)
     if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
         raise DataError(f"data.url = {url!r}: expected an http(s):// or file:// URL")
     sums = tuple(checksums) if checksums is not None else known_checksums(url)

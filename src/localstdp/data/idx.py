@@ -26,7 +26,9 @@ _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(
 
 def read_idx(path: str | Path) -> np.ndarray:
     """Parse one IDX file into an array (magic: two zero bytes, a type code, the rank)."""
-    path = Path(path)
+    from .. import checks
+
+    path = Path(checks.path("path", path))
     try:
         raw = path.read_bytes()
         if path.suffix == ".gz":
@@ -57,7 +59,9 @@ def _find(directory: Path, stem: str) -> Path:
 
 def load_idx_dir(directory: str | Path):
     """(x_train, y_train, x_test, y_test) from a directory of the four IDX files; x flattened."""
-    directory = Path(directory)
+    from .. import checks
+
+    directory = Path(checks.path("directory", directory))
     if not directory.is_dir():
         raise DataError(f"IDX directory not found: {directory}")
     arrays = {key: read_idx(_find(directory, stem)) for key, stem in FILES.items()}

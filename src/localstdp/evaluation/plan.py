@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import ExperimentConfig, load_config
 from ..data import Dataset
-from ..errors import ConfigError
+from ..errors import ArgumentTypeError, ConfigError
 from ..registry import SUITES, TASKS
 from .methods import PANEL, method_config
 from .points import from_panel, frontier_points, point_config, point_name
@@ -88,9 +88,49 @@ def _derived(cfg: ExperimentConfig, settings: GridSettings, point: dict, seed: i
     return m if m in settings.methods and seed < settings.seeds else None
 
 
+def check_grid_args(tasks, settings, progress=False, datasets=None, out=None, resume=False, jobs=1) -> None:
+    """``run_grid``'s arguments: ArgumentError / ArgumentTypeError naming the argument (localstdp.checks).
+
+    tasks: a non-empty list of registered task names (not one name as a str) or a mapping name ->
+    ExperimentConfig; settings: a GridSettings; progress, resume: bools; datasets: None or a mapping
+    name -> Dataset; out: None or a path; jobs: an integer >= 1."""
+    from .. import checks
+
+    if isinstance(tasks, str):
+        checks.fail("tasks", f"a list of task names (one task: [{tasks!r}])", repr(tasks), ArgumentTypeError)
+    if isinstance(tasks, Mapping):
+        for name, cfg in tasks.items():
+            checks.instance("tasks", name, str, "task names (str) as the mapping's keys")
+            checks.instance(f"tasks[{name!r}]", cfg, ExperimentConfig, "an ExperimentConfig")
+    elif isinstance(tasks, (list, tuple)):
+        for i, t in enumerate(tasks):
+            checks.instance(f"tasks[{i}]", t, str, "a task name (str)")
+    else:
+        checks.fail("tasks", "a list of task names or a dict name -> ExperimentConfig", checks.got(tasks),
+                    ArgumentTypeError)
+    if not tasks:
+        checks.fail("tasks", "at least one task", repr(tasks))
+    checks.instance("settings", settings, GridSettings, "a GridSettings")
+    checks.flag("progress", progress)
+    checks.flag("resume", resume)
+    if datasets is not None:
+        checks.mapping("datasets", datasets, "None or a dict task -> Dataset")
+        for name, ds in datasets.items():
+            checks.instance(f"datasets[{name!r}]", ds, Dataset, "a localstdp.data.Dataset")
+    if out is not None:
+        checks.path("out", out)
+    checks.integer("jobs", jobs, lo=1)
+
+
 def _units(task: str, cfg: ExperimentConfig, settings: GridSettings) -> list[tuple[str, str, str, object]]:
     """(unit name, task, kind, argument): the panel's seeds, then every frontier point x seed that
-    is not a panel model already (those rows are derived from the panel's, see _frontier_rows)."""
+    is not a panel model already (those rows are derived from the panel's, see _frontier_rows).
+    Refuses, naming the argument, a config that is not an ExperimentConfig or settings that are not
+    a GridSettings (run_grid's first step)."""
+    from .. import checks
+
+    checks.instance(f"tasks[{task!r}]", cfg, ExperimentConfig, "an ExperimentConfig")
+    checks.instance("settings", settings, GridSettings, "a GridSettings")
     units = [(f"{task}/panel-seed{s}", task, "panel", s) for s in range(settings.seeds)]
     for p in frontier_points(cfg, settings.methods) if settings.frontier_seeds else []:
         units += [(f"{task}/frontier-{point_name(p)}-seed{s}", task, "frontier", (p, s))

@@ -215,6 +215,29 @@ def _worker(cfg, method, out, mode, dataset, resume, progress, timeout, threads,
     return m
 
 
+def _check_launch_args(nproc, cfg, method, out, mode, dataset, resume, progress, timeout, threads, keep_model,
+                       model) -> None:
+    """launch's arguments, before any process starts: ArgumentError / ArgumentTypeError naming the argument."""
+    from .. import checks
+    from ..registry import LEARNER_NAMES
+
+    checks.integer("nproc", nproc, lo=1)
+    checks.instance("cfg", cfg, ExperimentConfig, "an ExperimentConfig (localstdp.load_config)")
+    checks.choice("method", method, LEARNER_NAMES)
+    if out is not None:
+        checks.path("out", out)
+    checks.instance("mode", mode, str, "a str")
+    if dataset is not None:
+        checks.instance("dataset", dataset, Dataset, "None or a localstdp.data.Dataset")
+    for name, v in (("resume", resume), ("progress", progress), ("keep_model", keep_model)):
+        checks.flag(name, v)
+    checks.number("timeout", timeout, 0, lo_open=True)
+    if threads is not None:
+        checks.integer("threads", threads, lo=1)
+    if model is not None:
+        checks.instance("model", model, torch.nn.Module, "None or a torch.nn.Module")
+
+
 def launch(
     nproc: int,
     cfg: ExperimentConfig,
@@ -240,9 +263,8 @@ def launch(
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    _check_launch_args(nproc, cfg, method, out, mode, dataset, resume, progress, timeout, threads, keep_model, model)
     check_mode(mode, method)
-    if nproc < 1:
-        raise ConfigError(f"--nproc {nproc}: expected at least 1 worker")
     if threads is None:
         threads = int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
     # forkserver: one process imports torch and this package once, then forks every worker

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ArgumentError
+
 AUTOATTACK_PARTS = ("apgd-ce", "apgd-margin", "square")  # the order they run in ("square": or random search)
 
 
@@ -78,9 +80,9 @@ def make_classifier(model: nn.Module, input_shape: tuple[int, ...], n_classes: i
 
 def _check_x(x: np.ndarray, eps: float) -> None:
     if not 0 <= eps <= 1:
-        raise ValueError(f"eps = {eps!r}: expected a value in [0, 1]")
+        raise ArgumentError(f"eps = {eps!r}: expected a value in [0, 1]")
     if x.size and (x.min() < 0 or x.max() > 1):
-        raise ValueError("inputs must lie in [0, 1]")
+        raise ArgumentError("x: expected inputs in [0, 1] (inputs must lie in [0, 1])")
 
 
 def _onehot(y: np.ndarray, n_classes: int) -> np.ndarray:

@@ -65,10 +65,14 @@ correctness is read from the model's own forward, so a clean mistake is never ce
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import torch
 from torch import nn
+
+from .. import checks
+from ..errors import ArgumentError, ArgumentTypeError
 
 METHODS = ("ibp", "crown")
 
@@ -300,9 +304,11 @@ def _margin_bounds_batch(Ws, bs, x, y, eps, method, W0_32=None):
 def _layers(model: nn.Module) -> list[nn.Linear]:
     layers = getattr(model, "layers", None)
     if layers is None or len(layers) == 0 or not all(isinstance(m, nn.Linear) for m in layers):
-        raise ValueError("model must be a localstdp.model.MLP (model.layers: a list of nn.Linear)")
+        raise ArgumentTypeError(f"model: expected a localstdp.model.MLP (model.layers: a list of nn.Linear), got "
+                                f"{type(model).__name__} (model must be a localstdp.model.MLP)")
     if len(layers) > 1 and getattr(model, "f", None) is not torch.sigmoid:
-        raise ValueError(f"bounds support the sigmoid activation only, got {getattr(model, 'activation', None)!r}")
+        raise ArgumentError(f"model: bounds support the sigmoid activation only, got "
+                            f"{getattr(model, 'activation', None)!r}")
     return list(layers)
 
 
@@ -316,33 +322,40 @@ def supports(model: nn.Module) -> bool:
 
 
 def _validate(model, x, y, eps, method, batch_size):
-    if method not in METHODS:
-        raise ValueError(f"method = {method!r}: expected one of {METHODS}")
-    try:
-        eps = float(eps)
-    except (TypeError, ValueError):
-        raise ValueError(f"eps = {eps!r}: expected a number >= 0") from None
+    """The arguments of the public functions below; ArgumentError / ArgumentTypeError (a ValueError) naming
+    the argument (:mod:`localstdp.checks`)."""
+    if not isinstance(method, str) or method not in METHODS:
+        raise ArgumentError(f"method = {method!r}: expected one of {METHODS}")
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real):
+        raise ArgumentTypeError(f"eps = {eps!r}: expected a number >= 0")
+    eps = float(eps)
     if not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps = {eps!r}: expected a finite number >= 0")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size = {batch_size!r}: expected an integer >= 1")
+        raise ArgumentError(f"eps = {eps!r}: expected a finite number >= 0")
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ArgumentError(f"batch_size = {batch_size!r}: expected an integer >= 1")
     layers = _layers(model)
-    x = np.asarray(x)
+    x = checks.array("x", x)
     if x.ndim < 2:
-        raise ValueError(f"x has shape {x.shape}: expected (n, features) or (n, *image_shape)")
+        raise ArgumentError(f"x has shape {x.shape}: expected (n, features) or (n, *image_shape)")
     x = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
     if x.shape[1] != layers[0].in_features:
-        raise ValueError(f"x has {x.shape[1]} features per example, the model expects {layers[0].in_features}")
-    if not np.issubdtype(x.dtype, np.number) or (x.size and not np.isfinite(x).all()):
-        raise ValueError("x must be finite numbers")
+        raise ArgumentError(f"x has {x.shape[1]} features per example, the model expects {layers[0].in_features}")
+    if (x.dtype == np.bool_ or not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating)
+            or (x.size and not np.isfinite(x).all())):
+        raise ArgumentError(f"x: expected finite real numbers in [0, 1] (x must be finite numbers), got dtype "
+                            f"{x.dtype}" + ("" if not np.issubdtype(x.dtype, np.number) else " with NaN or inf"))
     if x.size and (x.min() < 0 or x.max() > 1):
-        raise ValueError("inputs must lie in [0, 1]")
-    y = np.asarray(y)
+        raise ArgumentError(f"x: expected inputs in [0, 1] (inputs must lie in [0, 1]), got values in "
+                            f"[{x.min():g}, {x.max():g}]")
+    y = checks.array("y", y)
     if y.shape != (len(x),):
-        raise ValueError(f"y has shape {y.shape}: expected ({len(x)},), one label per example")
+        raise ArgumentError(f"y has shape {y.shape}: expected ({len(x)},), one label per example")
     n_classes = layers[-1].out_features
-    if y.size and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes):
-        raise ValueError(f"y must hold integer labels in [0, {n_classes})")
+    if y.size and (y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer) or y.min() < 0
+                   or y.max() >= n_classes):
+        raise ArgumentError(f"y must hold integer labels in [0, {n_classes}), got "
+                            + (f"dtype {y.dtype}" if not np.issubdtype(y.dtype, np.integer) else
+                               f"values in [{y.min()}, {y.max()}]"))
     return layers, x, y.astype(np.int64), eps
 
 

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ArgumentError
 from .attacks import margins
 
 LOSSES = ("ce", "margin", "dlr")
@@ -67,9 +68,9 @@ def per_example_loss(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.
 
 def _check(x: torch.Tensor, eps: float) -> None:
     if not 0 <= eps <= 1:
-        raise ValueError(f"eps = {eps!r}: expected a value in [0, 1]")
+        raise ArgumentError(f"eps = {eps!r}: expected a value in [0, 1]")
     if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise ValueError("inputs must lie in [0, 1]")
+        raise ArgumentError("x: expected inputs in [0, 1] (inputs must lie in [0, 1])")
 
 
 def _project(xa: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tensor:
@@ -348,9 +349,11 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, queri
         if not len(idx):
             break
         p = _square_fraction(i, queries)
-        h = max(int(round(math.sqrt(p * H * W))), 1)
-        top = rs.randint(0, H - h)
-        left = rs.randint(0, W - h)
+        # ART's square side, clipped to the image: on images as small as 4 x 4 (or one pixel high or wide)
+        # ART's side reaches the image's and its randint(0, 0) fails; there the square sits at 0, undrawn
+        h = min(max(int(round(math.sqrt(p * H * W))), 1), H, W)
+        top = rs.randint(0, H - h) if H > h else 0
+        left = rs.randint(0, W - h) if W > h else 0
         signs = rs.choice([-e2, e2], size=[C, 1, 1])
         xc = xr[idx]
         # ART: min(max(xr + delta, x - eps), x + eps) in float64, clipped to [0, 1], cast to float32.

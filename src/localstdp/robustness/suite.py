@@ -48,6 +48,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,6 +57,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import checks
+from ..errors import ArgumentTypeError
 from . import native
 from .attacks import (  # noqa: F401  (re-exported: the suite's primitives live in attacks.py)
     AUTOATTACK_PARTS,
@@ -125,21 +129,23 @@ class AttackSettings:
     sanity_queries: int = 30
 
     def __post_init__(self) -> None:
-        if not self.eps or any(not 0 <= e <= 1 for e in self.eps) or list(self.eps) != sorted(set(self.eps)):
-            raise ValueError(f"eps = {self.eps!r}: expected distinct increasing values in [0, 1]")
+        # ArgumentError is a ValueError (what these checks raised before it existed)
+        eps = self.eps
+        if (not isinstance(eps, (tuple, list)) or not eps
+                or any(isinstance(e, bool) or not isinstance(e, numbers.Real) for e in eps)
+                or any(not 0 <= e <= 1 for e in eps) or list(eps) != sorted(set(eps))):
+            checks.fail("eps", "distinct increasing values in [0, 1]", repr(eps))
         for name in ("pgd_steps", "pgd_restarts", "square_queries", "search_queries", "batch_size", "apgd_steps",
                      "apgd_restarts", "autoattack_queries", "sanity_steps", "sanity_queries"):
             v = getattr(self, name)
             if name == "autoattack_queries" and v is None:
                 continue
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} = {v!r}: expected an integer >= 1")
-        if not isinstance(self.autoattack, (bool, np.bool_)):
-            raise ValueError(f"autoattack = {self.autoattack!r}: expected True or False")
-        if not 0 <= self.tol < 1 or not 0 <= self.unbounded_max < 1:
-            raise ValueError("tol and unbounded_max must lie in [0, 1)")
-        if isinstance(self.sanity_eps, bool) or not 0 < self.sanity_eps <= 1:
-            raise ValueError(f"sanity_eps = {self.sanity_eps!r}: expected a value in (0, 1]")
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+                checks.fail(name, "an integer >= 1", repr(v))
+        checks.flag("autoattack", self.autoattack)
+        checks.number("tol", self.tol, 0, 1, hi_open=True)
+        checks.number("unbounded_max", self.unbounded_max, 0, 1, hi_open=True)
+        checks.number("sanity_eps", self.sanity_eps, 0, 1, lo_open=True)
 
 
 @dataclass
@@ -183,6 +189,11 @@ def attack_suite(model: nn.Module, x: np.ndarray, y: np.ndarray, input_shape: tu
                  progress: Callable[[str], None] | None = None, worst_only: bool = False) -> SuiteResult:
     """Run every white-box and gradient-free attack on ``model`` at every eps of ``settings``.
 
+    Arguments are checked first (:mod:`localstdp.checks`; ArgumentError / ArgumentTypeError naming the
+    argument): ``model`` an nn.Module on the CPU with float32 parameters whose output for one example is
+    (1, n_classes) logits; ``x`` at least one example of finite values in [0, 1] with prod(input_shape)
+    values each; ``y`` one integer label in [0, n_classes) per example; ``seed`` an integer in [0, 2**32).
+
     ``x`` is (n, features) in [0, 1]; it is reshaped to ``input_shape`` (the MLP's forward flattens
     again). The Square attack runs when ``input_shape`` is an image (C, H, W), the random search
     otherwise; AutoAttack (when ``settings.autoattack``) likewise. The attacks are the native torch
@@ -197,12 +208,10 @@ def attack_suite(model: nn.Module, x: np.ndarray, y: np.ndarray, input_shape: tu
     examples, so a survivor's attack is the one the panel mode runs on it: both modes give the same
     worst case (tests/test_experiments.py).
     """
-    x = np.asarray(x, dtype=np.float32).reshape((len(x), *input_shape))
-    y = np.asarray(y, dtype=np.int64)
+    x, y, input_shape = _check_suite_args(model, x, y, input_shape, n_classes, settings, seed, progress, worst_only)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     image = len(input_shape) == 3
     search = "square" if image else "random_search"
-    model.eval()
     res = SuiteResult(clean=correct(model, x, y), zero_gradient_fraction=zero_gradient_fraction(model, x, y))
     clean = torch.from_numpy(res.clean)
     names = ("fgsm", "pgd") + (("autoattack",) if settings.autoattack else ()) + (search, "noise")
@@ -242,6 +251,49 @@ def attack_suite(model: nn.Module, x: np.ndarray, y: np.ndarray, input_shape: tu
         res.correct["noise"][k] = correct(model, sign_noise(x, eps, s), y) & res.clean
         log.debug("eps %s: %s", k, {a: float(v[k].mean()) for a, v in res.correct.items()})
     return res
+
+
+def _check_suite_args(model, x, y, input_shape, n_classes, settings, seed, progress, worst_only):
+    """attack_suite's arguments (ArgumentError / ArgumentTypeError naming the argument); returns x as float32
+    (n, *input_shape), y as int64 and input_shape as a tuple. Puts ``model`` in eval mode and runs it on one
+    example: its output must be (1, n_classes) logits."""
+    checks.instance("model", model, nn.Module, "a torch.nn.Module")
+    input_shape = checks.shape("input_shape", input_shape)
+    if len(input_shape) not in (1, 3):
+        checks.fail("input_shape", "(features,) or an image shape (channels, height, width)", repr(input_shape))
+    n_classes = checks.integer("n_classes", n_classes, lo=2)
+    checks.instance("settings", settings, AttackSettings, "an AttackSettings")
+    checks.seed("seed", seed)
+    checks.optional_callable("progress", progress)
+    checks.flag("worst_only", worst_only)
+    x = checks.unit_inputs("x", x)
+    if len(x) == 0:
+        checks.fail("x", "at least one example", f"shape {x.shape}")
+    size = math.prod(input_shape)
+    if math.prod(x.shape[1:]) != size:
+        checks.fail("x", f"{size} values per example (input_shape {input_shape})", f"shape {x.shape}")
+    y = checks.class_labels("y", y, len(x), n_classes)
+    for name, p in itertools.chain(model.named_parameters(), model.named_buffers()):
+        if p.device.type != "cpu":
+            checks.fail("model", "a model on the CPU (the attacks run there: model.cpu())", f"{name} on {p.device}")
+        if p.is_floating_point() and p.dtype != torch.float32:
+            checks.fail("model", "float32 parameters (the attacks feed float32 inputs: model.float())",
+                        f"{name} of dtype {str(p.dtype).removeprefix('torch.')}", ArgumentTypeError)
+    x = x.astype(np.float32, copy=False).reshape((len(x), *input_shape))
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.from_numpy(x[:1]))
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        checks.fail("x", f"inputs of shape input_shape = {input_shape} that the model's forward accepts",
+                    f"its forward failed on one: {msg}")
+    if not isinstance(out, torch.Tensor) or out.shape != (1, n_classes):
+        checks.fail("n_classes", "the number of logits the model returns per example",
+                    f"{n_classes}, the model returns {checks.got(out)} for one example")
+    return x, y, input_shape
 
 
 def _search(model, xt, yt, x, eps, s, b, image, alive, own: bool = False) -> torch.Tensor:

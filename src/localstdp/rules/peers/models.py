@@ -142,7 +142,7 @@ class ModelPeer(ModelLearner, PeerLearner):
                             "parameters)", "another name")
             p = params[int(idx)]
             v = checks.state_tensor(state, name, floating=False)
-            if v.ndim and (v.shape != p.shape or not bool(torch.isfinite(v).all())):
+            if (v.ndim and v.shape != p.shape) or (v.is_floating_point() and not bool(torch.isfinite(v).all())):
                 checks.fail(f"state[{name!r}]", f"finite values of shape {tuple(p.shape)} (parameter {idx})",
                             checks.got(v))
 
