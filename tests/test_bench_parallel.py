@@ -38,6 +38,8 @@ def _profile():
         "backprop_opt_s": 0.0008,
         "backprop_step_s": {"32": 0.017, "16": 0.009},
         "local_step_s": {"32": 0.008, "16": 0.0045},
+        "local_forward_s": {"32": 0.004, "16": 0.0022},
+        "activity_bytes": 4 * 400,
         "params_bytes": 4e6,
     }
 
@@ -71,7 +73,8 @@ def test_gpipe_bubble_and_zero_bubble_ideal():
 
 def _result():
     eps = {"local 1x1": [100.0, 110.0, 90.0], "backprop 1x1": [80.0, 80.0, 80.0], "local 1x2": [150.0] * 3,
-           "backprop 1x2": [120.0] * 3, "local pipeline 2x1": [180.0, 170.0, 190.0], "local data 2x1": [60.0] * 3,
+           "backprop 1x2": [120.0] * 3, "local pipeline 2x1": [180.0, 170.0, 190.0], "local data-updates 2x1": [60.0] * 3,
+           "local data-activities 2x1": [120.0] * 3,
            "backprop ddp 2x1": [100.0] * 3, "backprop gpipe 2x1 m2": [90.0] * 3, "backprop gpipe 2x1 m4": [95.0] * 3,
            "backprop 1f1b 2x1 m2": [92.0] * 3}
     case = {"net": "mlp-x", "batch": 32, "world": 2, "profile": _profile(), "examples_per_s": eps}
@@ -89,6 +92,7 @@ def test_summary_speedups_are_ratios_of_medians():
     assert row["split_bound"] == pytest.approx(0.008 / 0.004)
     assert row["pipeline_of_bound"] == pytest.approx(0.9)
     assert row["ddp_speedup"] == pytest.approx(100 / 80)
+    assert row["local_data_speedup"] == pytest.approx(120 / 100)
     assert row["best_schedule"] == "gpipe" and row["schedules"]["gpipe"]["microbatches"] == 4
     assert row["pipeline_over_best_backprop_pipeline"] == pytest.approx(180 / 95)
     text = render_markdown(res, "localstdp bench --parallel")
@@ -96,6 +100,9 @@ def test_summary_speedups_are_ratios_of_medians():
     arms = {a["arm"]: a for a in res["model"]["arms"]}
     assert arms["local 1x1"]["predicted"] == pytest.approx(32 / 0.008)
     assert arms["local 1x2"]["predicted"] is None
+    link = res["model"]["links"]["2"]
+    want = 0.0022 + (0.008 - 0.004) + link["alpha_s"] + 0.5 * 32 * 1600 / link["beta_Bps"]
+    assert arms["local data-activities 2x1"]["predicted"] == pytest.approx(32 / want)
 
 
 @pytest.mark.slow
@@ -106,7 +113,8 @@ def test_a_real_group_runs_every_arm(tmp_path):
     res = run_parallel_bench(spec, [2], progress=lambda s: None)
     (case,) = res["groups"][0]["cases"]
     arms = case["examples_per_s"]
-    for name in ("local 1x1", "local 1x2", "backprop 1x1", "local pipeline 2x1", "local data 2x1",
+    for name in ("local 1x1", "local 1x2", "backprop 1x1", "local pipeline 2x1", "local data-updates 2x1", "local data-activities 2x1",
+                 "local pipeline-noprefetch 2x1",
                  "backprop ddp 2x1", "backprop gpipe 2x1 m2", "backprop 1f1b 2x1 m2", "backprop zbv 2x1 m2",
                  "backprop interleaved-zb 2x1 m2"):
         assert len(arms[name]) == 2 and min(arms[name]) > 0, name

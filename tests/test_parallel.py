@@ -355,3 +355,71 @@ def test_pipeline_stop_mid_epoch_across_three_ranks(tmp_path, one_thread, ahead)
     assert set(got) == set(want)
     for k, v in want.items():
         assert torch.equal(got[k], v.detach()), k
+
+
+_EXCHANGE_SCRIPT = r"""
+import sys, torch
+from localstdp.parallel.comm import _init
+from localstdp.parallel.data import _data_epoch, choose_exchange
+from localstdp.parallel.setup import _setup
+from localstdp.train import RunState, batches
+from safetensors.torch import save_file
+sys.path.insert(0, sys.argv[1])
+from test_parallel import config, synthetic
+
+exchange, center, out = sys.argv[2], float(sys.argv[3]), sys.argv[4]
+torch.set_num_threads(1)
+_init(20)
+ds = synthetic(n_train=150)
+cfg = config(epochs=1, hidden=(16, 8, 8), **({"center": center} if center else {}))
+run = _setup(cfg, "local", "data", ds, 20)
+run.exchange = exchange
+idx = batches(len(ds.y_train), cfg.train.batch_size, torch.arange(len(ds.y_train)))
+state = RunState()
+with torch.no_grad():
+    _data_epoch(run, idx, state)
+if run.rank == 0:
+    save_file({k: v.detach().clone() for k, v in run.model.state_dict().items()}, out)
+run.exchange = "auto"
+print(choose_exchange(run, 16), state.epoch_loss)
+torch.distributed.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("center", [0.0, 0.9], ids=["plain", "center"])
+def test_data_parallel_activity_exchange_matches_single_process(tmp_path, one_thread, center):
+    """Data parallel gathering the shards' activities (each rank then runs the whole batch's update)
+    against the single-process steps over the same batches, with and without rule.center; "auto"
+    picks the all-reduce of updates on this small net (its weights are few against its activities)."""
+    from safetensors.torch import load_file
+
+    from localstdp.model import build_network
+    from localstdp.train import batches, make_learner, schedule_lr
+
+    ds = synthetic(n_train=150)
+    cfg = config(epochs=1, hidden=(16, 8, 8), **({"center": center} if center else {}))
+    model = build_network(cfg.model, ds.n_features, ds.n_classes, cfg.train.seed)
+    learner = make_learner("local", model, cfg, ds.n_classes)
+    idx = batches(len(ds.y_train), cfg.train.batch_size, torch.arange(len(ds.y_train)))
+    loss = 0.0
+    for b, i in enumerate(idx):
+        schedule_lr(learner, cfg, 0, b, len(idx))
+        loss += learner.step(ds.x_train[i], ds.y_train[i]) * len(i)
+    port, script = _free_port(), tmp_path / "exchange.py"
+    script.write_text(_EXCHANGE_SCRIPT)
+    procs = [subprocess.Popen([sys.executable, str(script), str(ROOT / "tests"), "activities", str(center),
+                               str(tmp_path / "w.safetensors")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=_env() | {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "3",
+                                                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+             for rank in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-2000:]
+        word, got_loss = o.split()
+        assert word == "updates"  # what auto would have chosen here
+        assert float(got_loss) == pytest.approx(loss, rel=1e-5)
+    got = load_file(tmp_path / "w.safetensors")
+    init = build_network(cfg.model, ds.n_features, ds.n_classes, cfg.train.seed).state_dict()
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-6)
+        assert (v - init[k]).abs().max() > 1e-3  # the layers did learn

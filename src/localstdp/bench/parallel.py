@@ -184,6 +184,7 @@ class _Case:
         self.setup = lambda mode: _setup(cfg, "local", mode, self.ds, spec.timeout)
         self.pipe = self.setup("pipeline")  # the local pipeline: its plan, units and split
         self.data = self.setup("data")
+        self.data_act = self.setup("data")
         self.single = self.setup("data")  # a separate copy for the one-process arms
         plan = self.pipe.plan
         self.unit_costs = list(plan.costs)
@@ -236,7 +237,10 @@ class _Case:
         # the same without receives posted ahead (each stage posts a batch's receive when it needs it)
         out.append((f"local pipeline-noprefetch {N}x1", "all",
                     epoch_of(self.pipe, lambda run, idx, st: _pipeline_epoch(run, idx, st, recv_ahead=1))))
-        out.append((f"local data {N}x1", "all", epoch_of(self.data, _data_epoch)))
+        self.data.exchange = "updates"
+        self.data_act.exchange = "activities"
+        out.append((f"local data-updates {N}x1", "all", epoch_of(self.data, _data_epoch)))
+        out.append((f"local data-activities {N}x1", "all", epoch_of(self.data_act, _data_epoch)))
         out.append((f"backprop ddp {N}x1", "all", self._ddp()))
         for sched in self.spec.schedules:
             for m in self.spec.microbatches:
@@ -338,10 +342,18 @@ class _Case:
                 unit_s.append(statistics.median(t))
                 a = nxt
         out["local_unit_s"] = unit_s
+        from ..parallel.data import _activity_layout
+
         out["local_step_s"] = {str(self.batch): _median_time(lambda: run.learner.step(x, y), reps)}
+        with torch.no_grad():
+            out["local_forward_s"] = {str(self.batch): _median_time(lambda: _activity_layout(run, x), reps)}
+            pairs = _activity_layout(run, x[:1])
+        out["activity_bytes"] = 4 * sum(t[0].numel() for pair in pairs for t in pair)  # per example
         if N > 1:
             shard = self.batch // N
             out["local_step_s"][str(shard)] = _median_time(lambda: run.learner.step(x[:shard], y[:shard]), reps)
+            with torch.no_grad():
+                out["local_forward_s"][str(shard)] = _median_time(lambda: _activity_layout(run, x[:shard]), reps)
         # message sizes of the local pipeline: head (int64 labels + flag) and the stage input tensors
         out["local_msg_bytes"] = [
             8 * (self.batch + 1) + sum(4 * _numel(s) for s in plan.shapes(lo, self.batch)) for lo, _hi in self.split[1:]]
@@ -568,7 +580,10 @@ def summarise(result: dict) -> list[dict]:
                 "backprop_1x1": bp1, "backprop_1xN": _med(eps.get(f"backprop 1x{n}", [float("nan")])),
                 "pipeline": pipe, "pipeline_speedup": pipe / local1, "split_bound": bound,
                 "pipeline_of_bound": pipe / local1 / bound,
-                "local_data_speedup": _med(eps[f"local data {n}x1"]) / local1,
+                "local_data_speedup": max(_med(eps[f"local data-updates {n}x1"]),
+                                          _med(eps[f"local data-activities {n}x1"])) / local1,
+                "local_data_updates_speedup": _med(eps[f"local data-updates {n}x1"]) / local1,
+                "local_data_activities_speedup": _med(eps[f"local data-activities {n}x1"]) / local1,
                 "ddp_speedup": _med(eps[f"backprop ddp {n}x1"]) / bp1,
                 "schedules": {k: {"examples_per_s": v[0], "microbatches": v[1], "speedup": v[0] / bp1}
                               for k, v in sched.items()},
@@ -592,7 +607,8 @@ def render_markdown(result: dict, command: str) -> str:
              "over the slowest stage's.", ""]
     for name, about in result["nets"].items():
         lines.append(f"- `{name}`: {about}")
-    lines += ["", "| ranks | net | batch | split (units) | local pipeline | of split bound | local 1 x N | local data "
+    lines += ["", "| ranks | net | batch | split (units) | local pipeline | of split bound | local 1 x N | local data: updates / "
+              "activities "
               "| backprop 1 x N | DDP | best backprop pipeline (m) | local pipeline / best backprop pipeline |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -602,7 +618,8 @@ def render_markdown(result: dict, command: str) -> str:
         lines.append(
             f"| {r['ranks']} | {r['net']} | {r['batch']} | {' / '.join(f'[{a}, {b})' for a, b in r['split'])} "
             f"| {r['pipeline_speedup']:.2f}x | {r['pipeline_of_bound']:.2f} (bound {r['split_bound']:.2f}x) "
-            f"| {r['local_1xN'] / r['local_1x1']:.2f}x | {r['local_data_speedup']:.2f}x "
+            f"| {r['local_1xN'] / r['local_1x1']:.2f}x | {r['local_data_updates_speedup']:.2f}x / "
+            f"{r['local_data_activities_speedup']:.2f}x "
             f"| {r['backprop_1xN'] / r['backprop_1x1']:.2f}x | {r['ddp_speedup']:.2f}x | {bs} | {ratio} |")
     lines += ["", "Every arm (examples/s, median and min - max; the model's prediction and its relative error):", "",
               "| ranks | net | batch | arm | examples/s | min - max | model | error |", "|---|---|---|---|---|---|---|---|"]

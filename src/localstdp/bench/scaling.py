@@ -9,6 +9,8 @@ seconds of gloo messages of several sizes, fitted as alpha + bytes / beta).
       h_s: the stage's messages (in and out; a label head and the activity each) at alpha + bytes / beta
       each -- on one machine the copies cost the rank's own core. Over a network the sends overlap
       compute (isend, a window of micro-batches in flight), so T = max_s max(sum c_u, link_s).
+  local data, activities gathered:  T = forward(b / N) + update(b) + (N - 1) alpha + (N - 1) / N * b A / beta
+      (A: the bytes of every layer's input and output activity per example)
   local data / DDP, N ranks:  T = c_step(b / N) + 2 (N - 1) alpha + 2 (N - 1) / N * bytes_params / beta
       (a ring all-reduce of the whole update or gradient; DDP's bucket overlap is not credited).
   backprop GPipe / 1F1B, S stages, M micro-batches:  T = (M + S - 1) * max_s t_s(b / M) + opt
@@ -72,6 +74,21 @@ def data_parallel_s(step_s: float, params_bytes: float, link: dict, n: int) -> f
     return step_s + allreduce_s(link, params_bytes, n)
 
 
+def allgather_s(link: dict, nbytes: float, n: int) -> float:
+    """Ring all-gather of ``nbytes`` in all (each rank contributes nbytes / n)."""
+    if n <= 1:
+        return 0.0
+    return (n - 1) * link["alpha_s"] + (n - 1) / n * nbytes / link["beta_Bps"]
+
+
+def activity_exchange_s(prof: dict, link: dict, batch: int, n: int) -> float:
+    """Local data parallel gathering activities: the shard's forward pass, the whole batch's update
+    (the step's time less its forward), and the all-gather of the batch's activities."""
+    fwd = prof["local_forward_s"]
+    update = prof["local_step_s"][str(batch)] - fwd[str(batch)]
+    return fwd[str(batch // n)] + update + allgather_s(link, prof["activity_bytes"] * batch, n)
+
+
 def backprop_schedule_s(prof: dict, split, ranks_of, link: dict, batch: int, m: int, v: int, overlap: bool = False,
                         ideal: bool = False) -> float | None:
     """Seconds per batch of a backprop pipeline schedule (see the module docstring)."""
@@ -107,8 +124,10 @@ def _arm_prediction(name: str, case: dict, link: dict) -> float | None:
         return b / s
     if words[0] == "local" and words[1].startswith("pipeline"):
         return b / local_pipeline_s(prof, [tuple(s) for s in prof["split"]], link, b)
-    if words[:2] == ["local", "data"]:
+    if words[:2] == ["local", "data-updates"]:
         return b / data_parallel_s(prof["local_step_s"][str(b // n)], prof["params_bytes"], link, n)
+    if words[:2] == ["local", "data-activities"]:
+        return b / activity_exchange_s(prof, link, b, n)
     if words[:2] == ["backprop", "ddp"]:
         return b / data_parallel_s(prof["backprop_step_s"][str(b // n)], prof["params_bytes"], link, n)
     sched, m = words[1], int(words[3][1:])
@@ -141,7 +160,11 @@ def predict_machines(case: dict, n: int, link: dict) -> dict:
     # data parallel: the step at b / n is (n c(b/n)) ~ scaled from the measured step times
     params = n * (width_bytes / 4) ** 2 * 4
     step_local_n = single_local / n  # compute divides evenly over the shards (optimistic for small shards)
-    out["local data"] = single_local / (step_local_n + allreduce_s(link, params, n))
+    phi = prof["local_forward_s"][str(b)] / prof["local_step_s"][str(b)]  # the forward pass's share of a step
+    act_bytes = b * (n * 2 * width_bytes + width_bytes + 4 * 10)  # every layer's input and output, per batch
+    t_updates = step_local_n + allreduce_s(link, params, n)
+    t_acts = phi * single_local / n + (1 - phi) * single_local + allgather_s(link, act_bytes, n)
+    out["local data"] = single_local / min(t_updates, t_acts)
     c_bp1 = units_bp[str(b)][1]
     single_bp = n * c_bp1 + units_bp[str(b)][-1] + prof["backprop_opt_s"] * n / max(len(prof["local_unit_s"]) - 1, 1)
     out["backprop ddp"] = single_bp / (single_bp / n + allreduce_s(link, params, n))

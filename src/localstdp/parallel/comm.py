@@ -97,6 +97,18 @@ class _Comm:
             self.wait(work, what)
         return t
 
+    def all_gather(self, t: torch.Tensor, what: str) -> list[torch.Tensor]:
+        """Every rank's ``t`` (equal shapes), in rank order."""
+        if self.world == 1:
+            return [t]
+        out = [torch.empty_like(t) for _ in range(self.world)]
+        try:
+            work = dist.all_gather(out, t, async_op=True)
+        except RuntimeError as exc:
+            raise self.fail(what, exc) from None
+        self.wait(work, what)
+        return out
+
     def all_reduce(self, t: torch.Tensor, what: str) -> torch.Tensor:
         if self.world > 1:
             try:
@@ -133,6 +145,7 @@ class _Run:
     bar: object = None
     ddp: object = None
     signum: int = 0  # rank 0: the signal that stopped the run mid-epoch
+    exchange: str = "auto"  # data parallel, local rule: "updates", "activities" or "auto" (parallel/data.py)
 
     @property
     def rank(self) -> int:

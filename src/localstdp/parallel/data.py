@@ -1,4 +1,17 @@
-"""Data-parallel schedule: one epoch with changes summed by all_reduce."""
+"""Data-parallel schedule: one epoch, every rank on a shard of every batch.
+
+The local rule exchanges one of two things per batch (``run.exchange``):
+
+- ``"updates"``: every layer's summed (dW, db) over the shard, added by one all_reduce (bytes: the
+  whole model, whatever the batch); every rank applies the same change.
+- ``"activities"``: every layer's (input, output) activity on the shard, gathered by one all_gather
+  (bytes: the batch's activities, whatever the model's size); every rank then runs the single-process
+  update (``learn_layer``) on the whole batch. Possible because the rule's update of a layer is a
+  function of that layer's two activities and the label alone. Each rank computes 1/N of the
+  forward pass and all of the update.
+- ``"auto"``: activities when they are at most 1/ACTIVITY_RATIO of the model's bytes (set from the
+  measurements in BENCHMARKS.md, "Parallel training"), else updates.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +29,64 @@ from ..train import (
 from .comm import _Run, _shard
 
 log = logging.getLogger("localstdp.parallel")
+
+EXCHANGES = ("auto", "updates", "activities")
+ACTIVITY_RATIO = 4.0  # "auto": gather activities when the model's bytes are at least this many times theirs
+
+
+def _activity_layout(run: _Run, x: torch.Tensor):
+    """(pairs, per-example numels of every pre and post) of a shard's forward pass."""
+    learner = run.learner
+    if isinstance(learner, LocalLearner):
+        _, pairs = learner.activities(x)
+    else:
+        acts = learner.model.activities(x)
+        pairs = list(zip(acts[:-1], acts[1:]))
+    return pairs
+
+
+def choose_exchange(run: _Run, batch: int) -> str:
+    """``run.exchange`` resolved for a batch of ``batch`` examples (see the module docstring)."""
+    if run.exchange != "auto":
+        return run.exchange
+    layers = run.learner.layers
+    params = sum(p.numel() for layer in layers for p in (layer.weight, layer.bias) if p is not None)
+    per_example = getattr(run, "_activity_numel", None)
+    if per_example is None:
+        with torch.no_grad():
+            pairs = _activity_layout(run, run.ds.x_train[:1])
+        per_example = run._activity_numel = sum(t[0].numel() for pair in pairs for t in pair)
+    return "activities" if params >= ACTIVITY_RATIO * batch * per_example else "updates"
+
+
+def _activity_step(run: _Run, idx: torch.Tensor, b: int, stop_now: bool) -> tuple[float, bool]:
+    """One batch with the shards' activities gathered; every rank runs the whole batch's update."""
+    comm, r, P, learner = run.comm, run.rank, run.world, run.learner
+    parts = idx.tensor_split(P)
+    sizes = [len(s) for s in parts]
+    pairs = _activity_layout(run, run.ds.x_train[parts[r]])
+    shapes = [t.shape[1:] for pair in pairs for t in pair]
+    flat = torch.cat([t.reshape(sizes[r], -1) for pair in pairs for t in pair], dim=1)
+    width = flat.shape[1]
+    send = torch.zeros(max(sizes), width + 1, dtype=flat.dtype)
+    send[: sizes[r], :width] = flat
+    send[0, width] = float(stop_now)
+    got = comm.all_gather(send, f"gathering the activities of batch {b + 1}")
+    full = torch.cat([g[:n, :width] for g, n in zip(got, sizes)])
+    stop_all = float(got[0][0, width]) > 0
+    cols, o = [], 0
+    for shape in shapes:
+        k = 1
+        for d in shape:
+            k *= int(d)
+        cols.append(full[:, o : o + k].reshape(len(idx), *shape))
+        o += k
+    y = run.ds.y_train[idx]
+    if isinstance(learner, LocalLearner):
+        y = learner._labels(y)
+    for l in range(len(pairs)):
+        learner.learn_layer(l, cols[2 * l], cols[2 * l + 1], y)
+    return learner.output_loss(y, cols[-1]), stop_all
 
 
 def _data_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState) -> tuple[bool, int]:
@@ -36,7 +107,9 @@ def _data_epoch(run: _Run, idx_batches: list[torch.Tensor], state: RunState) -> 
         stop_now = bool(signum) and b + 1 < len(idx_batches)
         if stop_now:
             run.signum = signum
-        if run.method == "local":
+        if run.method == "local" and choose_exchange(run, len(idx)) == "activities":
+            loss, stop_all = _activity_step(run, idx, b, stop_now)
+        elif run.method == "local":
             ups, out = _local_updates(run, x, y, b)
             sse = ((run.learner.targets(L - 1, y) - out) ** 2).sum()
             parts = [t.reshape(-1) for (dW, db), layer in zip(ups, layers)
