@@ -74,6 +74,10 @@ def _add_train(sub) -> None:
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
                    help="where to train: cpu (default, what every recorded number used), cuda, or auto "
                         "(cuda when available); --parallel trains on the CPU")
+    p.add_argument("--exchange", choices=["auto", "updates", "activities"], default="auto",
+                   help="--parallel data with the local rule: all-reduce every layer's summed update, or gather the "
+                        "shards' activities and let every rank run the whole batch's update (auto: activities when "
+                        "the model's bytes are >= 4x the batch's activities)")
     p.add_argument("--nproc", type=_positive_int, help="without torchrun: start N >= 1 local workers (gloo on 127.0.0.1)")
     p.add_argument("--dist-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="longest wait on a peer before the run is declared dead (default 30)")
@@ -110,7 +114,8 @@ def cmd_train(args) -> int:
         if under_torchrun() and os.environ.get("RANK") != "0":
             logging.getLogger().setLevel(logging.ERROR)  # rank 0 alone logs
         m = train_from_cli(cfg, args.rule, args.out, mode=args.parallel, nproc=args.nproc, resume=args.resume,
-                           progress=not args.no_progress, timeout=args.dist_timeout, should_stop=stop)
+                           progress=not args.no_progress, timeout=args.dist_timeout, should_stop=stop,
+                           exchange=args.exchange)
         if m is None:  # not rank 0
             return 0
     else:

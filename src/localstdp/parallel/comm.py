@@ -39,6 +39,14 @@ def check_mode(mode: str, method: str) -> None:
                           "use --parallel data")
 
 
+EXCHANGES = ("auto", "updates", "activities")  # what data parallel exchanges for the local rule (data.py)
+
+
+def check_exchange(exchange: str) -> None:
+    if exchange not in EXCHANGES:
+        raise ConfigError(f"--exchange {exchange!r}: expected one of {', '.join(EXCHANGES)}")
+
+
 def check_config(cfg: ExperimentConfig, mode: str, method: str) -> None:
     """Rule options a parallel mode cannot honour (ConfigError, exit status 2): none at present
     (rule.center runs in both modes: data parallel shares the whole batch's presynaptic means)."""

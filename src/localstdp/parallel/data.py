@@ -30,7 +30,6 @@ from .comm import _Run, _shard
 
 log = logging.getLogger("localstdp.parallel")
 
-EXCHANGES = ("auto", "updates", "activities")
 ACTIVITY_RATIO = 4.0  # "auto": gather activities when the model's bytes are at least this many times theirs
 
 

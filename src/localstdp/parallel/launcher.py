@@ -41,6 +41,7 @@ from .comm import (
     _agree,
     _init,
     check_config,
+    check_exchange,
     check_mode,
     exit_if_group_left,
     under_torchrun,
@@ -64,6 +65,7 @@ def train_parallel(
     should_stop: Callable[[], int] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     model: torch.nn.Module | None = None,
+    exchange: str = "auto",
 ) -> dict | None:
     """Train on every rank of the (already initialised) default process group.
 
@@ -72,12 +74,15 @@ def train_parallel(
     (pipeline: an nn.Sequential; the local rule trains it with LocalLearner and the config's rule
     options, see :func:`localstdp.parallel.build_learner`). Returns the metrics dict (with ``"model"``) on rank 0 and None elsewhere.
     With ``resume`` every rank reads ``out/checkpoint.safetensors`` (the run directory must be
-    visible to all ranks, e.g. on a shared file system).
+    visible to all ranks, e.g. on a shared file system). ``exchange`` (data parallel, local rule):
+    what the ranks exchange per batch, "updates", "activities" or "auto" (:mod:`localstdp.parallel.data`).
     """
     check_mode(mode, method)
     check_config(cfg, mode, method)
+    check_exchange(exchange)
     ds = dataset if dataset is not None else load_dataset(cfg.data)
     run = _setup(cfg, method, mode, ds, timeout, should_stop, model)
+    run.exchange = exchange
     comm, model, learner, stages, seed = run.comm, run.model, run.learner, run.stages, cfg.train.seed
     r, P = comm.rank, comm.world
     out_dir = Path(out) if out is not None else None
@@ -180,6 +185,7 @@ def run(
     should_stop: Callable[[], int] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     model: torch.nn.Module | None = None,
+    exchange: str = "auto",
 ) -> dict | None:
     """Join the process group (torchrun's environment, else a group of one), train, leave."""
     check_mode(mode, method)
@@ -189,7 +195,7 @@ def run(
     leave = joined
     try:
         return train_parallel(cfg, method, out, mode=mode, dataset=dataset, progress=progress, resume=resume,
-                              should_stop=should_stop, timeout=timeout, model=model)
+                              should_stop=should_stop, timeout=timeout, model=model, exchange=exchange)
     except DistributedError:
         leave = False  # the peers may be gone; leaving the group could wait on them
         raise
@@ -198,14 +204,15 @@ def run(
             dist.destroy_process_group()
 
 
-def _worker(cfg, method, out, mode, dataset, resume, progress, timeout, threads, log_level, keep_model, model=None):
+def _worker(cfg, method, out, mode, dataset, resume, progress, timeout, threads, log_level, keep_model, model=None,
+            exchange="auto"):
     """Entry point of a worker started by :func:`launch` (a fresh process)."""
     torch.set_num_threads(threads)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=log_level if rank == 0 else logging.ERROR, format="%(message)s")
     try:
         m = run(cfg, method, out, mode=mode, dataset=dataset, progress=progress and rank == 0, resume=resume,
-                timeout=timeout, model=model)
+                timeout=timeout, model=model, exchange=exchange)
     except LocalSTDPError as exc:
         log.error("localstdp: error: %s", exc)
         exit_if_group_left(exc.exit_code)
@@ -252,11 +259,13 @@ def launch(
     threads: int | None = None,
     keep_model: bool = False,
     model: torch.nn.Module | None = None,
+    exchange: str = "auto",
 ) -> dict:
     """Start ``nproc`` local workers through torch's elastic launcher on 127.0.0.1 and train.
 
     Each worker uses ``threads`` intra-op threads (default: OMP_NUM_THREADS, else 1, as torchrun).
     ``model``: every worker trains a copy of this initial nn.Module (see :func:`train_parallel`).
+    ``exchange``: data parallel with the local rule, see :func:`train_parallel`.
     Returns rank 0's metrics (with ``"model"`` only if ``keep_model``). If any worker fails, the
     launcher stops the others and this raises :class:`DistributedError` (or :class:`Interrupted`).
     """
@@ -265,6 +274,7 @@ def launch(
 
     _check_launch_args(nproc, cfg, method, out, mode, dataset, resume, progress, timeout, threads, keep_model, model)
     check_mode(mode, method)
+    check_exchange(exchange)
     if threads is None:
         threads = int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
     # forkserver: one process imports torch and this package once, then forks every worker
@@ -284,7 +294,7 @@ def launch(
     try:
         results = elastic_launch(lc, _worker)(cfg, method, None if out is None else str(out), mode, dataset, resume,
                                               progress, timeout, threads, logging.getLogger().getEffectiveLevel(),
-                                              keep_model, model)
+                                              keep_model, model, exchange)
     except ChildFailedError as exc:
         # the root cause first: a worker killed by a signal, else the earliest failure
         killed = sorted((f.timestamp, r, f) for r, f in exc.failures.items() if f.exitcode < 0)
@@ -311,6 +321,7 @@ def train_from_cli(
     progress: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     should_stop: Callable[[], int] | None = None,
+    exchange: str = "auto",
 ) -> dict | None:
     """What ``localstdp train --parallel MODE [--nproc N]`` does: join torchrun's group if this
     process is a torchrun worker, else start ``nproc`` local workers, else train as a group of
@@ -324,6 +335,9 @@ def train_from_cli(
                           "pass --parallel pipeline or --parallel data (else each would train its own copy into --out)")
     check_mode(mode, method)
     check_config(cfg, mode, method)
+    check_exchange(exchange)
+    if exchange != "auto" and (mode != "data" or method != "local"):
+        raise ConfigError(f"--exchange {exchange}: applies to --parallel data with --rule local only")
     if not (math.isfinite(timeout) and timeout > 0):
         raise ConfigError(f"--dist-timeout {timeout!r}: expected a number of seconds > 0")
     hidden = len(cfg.model.hidden)
@@ -344,8 +358,9 @@ def train_from_cli(
                           f"layers (ff trains the hidden layers only); the model has {hidden}")
     if under_torchrun() or world == 1:
         return run(cfg, method, out, mode=mode, progress=progress, resume=resume, should_stop=should_stop,
-                   timeout=timeout)
-    return launch(world, cfg, method, out, mode=mode, resume=resume, progress=progress, timeout=timeout)
+                   timeout=timeout, exchange=exchange)
+    return launch(world, cfg, method, out, mode=mode, resume=resume, progress=progress, timeout=timeout,
+                  exchange=exchange)
 
 
 # ----------------------------------------------------------------------------------------------
