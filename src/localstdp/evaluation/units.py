@@ -7,7 +7,10 @@ accuracy comparisons (kept epoch weights, chosen on validation). It is made of o
 (:func:`panel_method`: train, attack, and the matched comparison with the local rule, whose part
 comes first), each kept on disk as it finishes (:func:`save_part`), and an assembly
 (:func:`assemble_panel`: transfer, worst case, checks) once every part is there, so a stopped run
-loses at most the parts in progress. A frontier unit trains one point of
+loses at most the parts in progress. Every file a run keeps carries a SHA-256 digest of its content
+(a part: of its tensors and of its model's; a unit record: of its JSON, :func:`unit_text`), so
+a file damaged between runs is found on resume and run again, never trusted (:func:`part_fingerprint`,
+:func:`read_unit`). A frontier unit trains one point of
 the robustness-accuracy frontier and attacks it at the frontier eps. Per-example correctness is kept
 (hex-packed) so the statistics can resample test examples.
 """
@@ -15,6 +18,7 @@ the robustness-accuracy frontier and attacks it at the frontier eps. Per-example
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -229,6 +233,42 @@ def panel_unit(task: str, cfg: ExperimentConfig, ds: Dataset, seed: int, setting
 
 
 PART = "part.safetensors"  # beside model.safetensors in OUT/units/<task>/panel-seed<s>/<method>/
+DIGEST = "digest"  # a unit record's key holding the SHA-256 of the rest of the record (unit_text)
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of named tensors: every name, dtype, shape and byte, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _record_digest(rec: dict) -> str:
+    body = {k: v for k, v in rec.items() if k != DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def unit_text(rec: dict) -> str:
+    """The text of a unit file (``OUT/units/<task>/<unit>.json``): the record with its digest, one line."""
+    return json.dumps(rec | {DIGEST: _record_digest(rec)}) + "\n"
+
+
+def read_unit(path: Path) -> dict | None:
+    """The record of a unit file written from :func:`unit_text`, or None when it is missing or damaged
+    (unreadable, not UTF-8, not JSON, not an object, or its content does not match its digest): run it
+    again. A record without a digest (an older version's) is returned as it is: its fingerprint decides."""
+    try:
+        rec = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
+        return None
+    if not isinstance(rec, dict):
+        return None
+    if DIGEST in rec and rec[DIGEST] != _record_digest(rec):
+        return None
+    return rec
 
 
 def save_part(path: Path, method: str, part: Part, fingerprint: str) -> None:
@@ -239,6 +279,7 @@ def save_part(path: Path, method: str, part: Part, fingerprint: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
     tensors, meta = model_file(method, part.trained)
     save_checkpoint(path / MODEL, tensors, meta)
+    model_digest = tensors_digest(tensors)
     s = part.suite
     arrays = {"clean": s.clean}
     arrays |= {f"correct.{a}.{k}": v for a, per in s.correct.items() for k, v in per.items()}
@@ -256,15 +297,23 @@ def save_part(path: Path, method: str, part: Part, fingerprint: str) -> None:
             "zero_gradient_fraction": s.zero_gradient_fraction,
             "correct": json.dumps([[a, list(per)] for a, per in s.correct.items()]),
             "adversarial": json.dumps([[k, len(v)] for k, v in s.adversarial.items()]),
-            "apgd": list(s.autoattack_apgd), "states": len(states)}
+            "apgd": list(s.autoattack_apgd), "states": len(states),
+            "digest": tensors_digest(out), "model_digest": model_digest}
     save_checkpoint(path / PART, out, meta)
 
 
 def part_fingerprint(path: Path) -> str | None:
-    """The fingerprint of the part in ``path``, or None when there is none or it is damaged."""
+    """The fingerprint of the part in ``path``, or None when there is none or it is damaged: its file or
+    its model's missing, unreadable, or not matching the digests the part recorded (run it again)."""
     try:
-        return str(load_checkpoint(path / PART, what="unit part")[1]["fingerprint"])
-    except (CheckpointError, KeyError, TypeError):
+        tensors, meta = load_checkpoint(path / PART, what="unit part")
+        fingerprint = str(meta["fingerprint"])
+        if "digest" in meta:  # (a part of an older version has none: its fingerprint decides)
+            model, _ = load_checkpoint(path / MODEL, what="model file")
+            if meta["digest"] != tensors_digest(tensors) or meta["model_digest"] != tensors_digest(model):
+                return None
+        return fingerprint
+    except (CheckpointError, KeyError, TypeError, RuntimeError):
         return None
 
 
