@@ -342,6 +342,10 @@ class _Case:
                 unit_s.append(statistics.median(t))
                 a = nxt
         out["local_unit_s"] = unit_s
+        from ..parallel.partition import partition_layers
+
+        # the split the measured times would choose (the plan splits by its operation counts)
+        out["split_measured"] = [list(s) for s in partition_layers(unit_s, N)] if N <= len(unit_s) else None
         from ..parallel.data import _activity_layout
 
         out["local_step_s"] = {str(self.batch): _median_time(lambda: run.learner.step(x, y), reps)}
@@ -574,8 +578,11 @@ def summarise(result: dict) -> list[dict]:
                     if m > sched.get(w[1], (0.0, 0))[0]:
                         sched[w[1]] = (m, int(w[3][1:]))
             best = max(sched.items(), key=lambda kv: kv[1][0]) if sched else None
+            measured = prof.get("split_measured") or prof["split"]
             rows.append({
                 "ranks": n, "net": case["net"], "batch": case["batch"], "split": prof["split"],
+                "split_measured": measured,
+                "measured_split_bound": sum(c) / max(sum(c[lo:hi]) for lo, hi in measured),
                 "local_1x1": local1, "local_1xN": _med(eps.get(f"local 1x{n}", [float("nan")])),
                 "backprop_1x1": bp1, "backprop_1xN": _med(eps.get(f"backprop 1x{n}", [float("nan")])),
                 "pipeline": pipe, "pipeline_speedup": pipe / local1, "split_bound": bound,
@@ -621,6 +628,11 @@ def render_markdown(result: dict, command: str) -> str:
             f"| {r['local_1xN'] / r['local_1x1']:.2f}x | {r['local_data_updates_speedup']:.2f}x / "
             f"{r['local_data_activities_speedup']:.2f}x "
             f"| {r['backprop_1xN'] / r['backprop_1x1']:.2f}x | {r['ddp_speedup']:.2f}x | {bs} | {ratio} |")
+    for r in rows:
+        if [list(x) for x in r["split_measured"]] != [list(x) for x in r["split"]]:
+            lines.append(f"\n{r['net']} batch {r['batch']}, {r['ranks']} ranks: by measured layer times the split would be "
+                         f"{' / '.join(f'[{a}, {b})' for a, b in r['split_measured'])} (bound "
+                         f"{r['measured_split_bound']:.2f}x) instead of the operation count's (bound {r['split_bound']:.2f}x).")
     lines += ["", "Every arm (examples/s, median and min - max; the model's prediction and its relative error):", "",
               "| ranks | net | batch | arm | examples/s | min - max | model | error |", "|---|---|---|---|---|---|---|---|"]
     pred = {(a["world"], a["net"], a["batch"], a["arm"]): a for a in model["arms"]}
