@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sys
 
+from .reproduce import add_scheduler_options
+
 
 def _add_cv(sub) -> None:
     from ..registry import PANEL_METHODS  # plain data: --help loads no torch
@@ -30,6 +32,9 @@ def _add_cv(sub) -> None:
     p.add_argument("--out", required=True, help="output directory: cv.json, cv.md and folds/ (one file per outer fold)")
     p.add_argument("--resume", action="store_true", help="reuse the outer folds an earlier run of the same setup "
                                                          "finished (OUT/folds/)")
+    p.add_argument("--jobs", type=int, default=1, help="run the outer folds in N local worker processes, one "
+                   "thread each (default 1: in this process)")
+    add_scheduler_options(p, "--jobs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_cv)
 
@@ -44,7 +49,8 @@ def cmd_cv(args) -> int:
     grids = parse_cv_grids(args.grid, methods)
     res = cross_validate(cfg, methods, grids, repeats=args.repeats, folds=args.folds, inner_folds=args.inner_folds,
                          seed=args.seed, epochs=args.epochs, out=args.out, resume=args.resume,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, jobs=args.jobs, scheduler=args.scheduler,
+                         scheduler_timeout=args.scheduler_timeout)
     written = write_cv(res, args.out, source=str(args.config))
     for m, s in res["summary"].items():
         ci = s["ci95"]

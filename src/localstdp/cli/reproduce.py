@@ -73,8 +73,19 @@ def _add_reproduce(sub) -> None:
                    "(default 500; 0: off)")
     p.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 4),
                    help="worker processes, one thread each (default: the CPU count, at most 4)")
+    add_scheduler_options(p, "--jobs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_reproduce)
+
+
+def add_scheduler_options(p, jobs: str) -> None:
+    """--scheduler and --scheduler-timeout (reproduce, tune, cv: localstdp.evaluation.cluster)."""
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help=f"run the units on the workers of the dask.distributed scheduler at ADDRESS (e.g. "
+                   f"tcp://host:8786) instead of {jobs} local processes; results are written here, workers need the "
+                   "installed package and the data (docs/distributed.md; pip install localstdp[cluster])")
+    p.add_argument("--scheduler-timeout", type=float, default=20.0, metavar="SECONDS",
+                   help="seconds to reach the scheduler before giving up (default 20)")
 
 
 def cmd_reproduce(args) -> int:
@@ -105,8 +116,9 @@ def cmd_reproduce(args) -> int:
         raise ConfigError(f"--jobs {args.jobs}: expected an integer >= 1")
     tasks = resolve_tasks(args.tasks, args.suite)
     cfgs = {t: task_config(t).with_sets(args.set) for t in tasks}
+    where = f" on the dask scheduler at {args.scheduler}" if args.scheduler else ""
     print(f"reproduce: tasks {', '.join(tasks)}; methods {' '.join(methods)}; {args.seeds} seed(s), frontier "
-          f"{args.frontier_seeds} seed(s) -> {args.out}", file=sys.stderr)
+          f"{args.frontier_seeds} seed(s){where} -> {args.out}", file=sys.stderr)
     def on_term(signum, frame):  # SIGTERM stops like Ctrl-C: workers stopped, finished work kept and counted
         stop = KeyboardInterrupt()
         stop.signum = signum
@@ -118,7 +130,7 @@ def cmd_reproduce(args) -> int:
     previous = signal.signal(signal.SIGTERM, on_term) if main_thread else None
     try:
         results = run_grid(cfgs, settings, progress=not args.no_progress, out=args.out, resume=args.resume,
-                           jobs=args.jobs)
+                           jobs=args.jobs, scheduler=args.scheduler, scheduler_timeout=args.scheduler_timeout)
     except KeyboardInterrupt as exc:
         from pathlib import Path
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sys
 
+from .reproduce import add_scheduler_options
+
 
 def _add_tune(sub) -> None:
     from ..registry import PANEL_METHODS  # plain data: --help loads no torch
@@ -22,6 +24,9 @@ def _add_tune(sub) -> None:
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
     p.add_argument("--out", required=True, help="output directory: tune.json, tune.md, config.toml")
+    p.add_argument("--jobs", type=int, default=1, help="run the grid point x seed trainings in N local worker processes, one "
+                   "thread each (default 1: in this process)")
+    add_scheduler_options(p, "--jobs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_tune)
 
@@ -32,7 +37,8 @@ def cmd_tune(args) -> int:
 
     cfg = load_config(args.config).with_sets(args.set)
     grid = parse_grid(args.grid)
-    res = tune(cfg, args.rule, grid, args.seeds, epochs=args.epochs, progress=not args.no_progress)
+    res = tune(cfg, args.rule, grid, args.seeds, epochs=args.epochs, progress=not args.no_progress, jobs=args.jobs,
+               scheduler=args.scheduler, scheduler_timeout=args.scheduler_timeout)
     written = write_tune(res, args.out, source=str(args.config))
     for r in res["points"]:
         mark = "  <- chosen" if r["point"] == res["chosen"] else "  (tied)" if r["point"] in res["tied"] else ""

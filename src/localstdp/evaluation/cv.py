@@ -21,6 +21,7 @@ treats overlapping training sets as independent and is too narrow; it is reporte
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -252,12 +253,18 @@ def _check(ex: Examples, repeats: int, folds: int, inner_folds: int, seed: int, 
 def cross_validate(cfg: ExperimentConfig, methods: Sequence[str], grids: dict[str, dict[str, list]] | None = None, *,
                    repeats: int = 10, folds: int = 5, inner_folds: int = 3, seed: int = 0, epochs: int | None = None,
                    out: str | Path | None = None, resume: bool = False, progress: bool = False,
-                   examples: Examples | None = None) -> dict:
+                   examples: Examples | None = None, jobs: int = 1, scheduler=None,
+                   scheduler_timeout: float | None = None) -> dict:
     """Nested repeated stratified cross-validation of ``methods``; returns the record of cv.json.
 
     Each finished outer fold is written to ``out/folds/`` (when ``out`` is given); ``resume`` reuses
-    those written by the same setup and trains only the others."""
+    those written by the same setup and trains only the others. The outer folds run in this process,
+    in ``jobs`` local worker processes of one thread each, or on the dask cluster at ``scheduler`` (an
+    address or a ``distributed.Client``; its workers load the config's examples themselves unless
+    ``examples`` is given), each fold written here as it comes back: localstdp.evaluation.cluster."""
     methods = resolve_methods(list(methods) or ["local", "backprop"])
+    if jobs < 1:
+        raise ConfigError(f"jobs = {jobs!r}: expected an integer >= 1")
     grids = dict(grids or {})
     bad = [m for m in grids if m not in methods]
     if bad:
@@ -281,6 +288,26 @@ def cross_validate(cfg: ExperimentConfig, methods: Sequence[str], grids: dict[st
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(splits) * per_fold, initial=len(done) * per_fold, desc="cv", unit="run", dynamic_ncols=True)
+    if scheduler is not None or jobs > 1:
+        from .cluster import CONNECT_TIMEOUT, run_units
+
+        todo = [(r, k, tr, te) for r, k, tr, te in splits if f"r{r:02d}-f{k:02d}.json" not in done]
+        names = [f"r{r:02d}-f{k:02d}.json" for r, k, _, _ in todo]
+
+        def finished(i: int, rec: dict) -> None:
+            done[names[i]] = rec | {"setup": key}
+            if store is not None:
+                atomic_write_text(store / names[i], json.dumps(done[names[i]]) + "\n")
+            if bar is not None:
+                bar.update(per_fold)
+
+        try:
+            run_units(_remote_fold, [(cfg, methods, grids, r, k, tr, te, inner_folds, seed) for r, k, tr, te in todo],
+                      data=examples, jobs=jobs, scheduler=scheduler, on_result=finished, names=names,
+                      scheduler_timeout=scheduler_timeout or CONNECT_TIMEOUT)
+        finally:
+            if bar is not None:
+                bar.close()
     records = []
     try:
         for r, k, tr, te in splits:
@@ -302,8 +329,25 @@ def cross_validate(cfg: ExperimentConfig, methods: Sequence[str], grids: dict[st
     return {"source": ex.name, "classes": list(ex.labels), "n_examples": len(ex.y), "repeats": repeats, "folds": folds,
             "inner_folds": inner_folds, "seed": seed, "methods": methods, "grids": grids, "epochs": cfg.train.epochs,
             "tie_rule": TIE_RULE, "setup_key": key, "summary": summary, "differences": diffs,
-            "threads": torch.get_num_threads(), "wall_seconds": sum(f["wall_seconds"] for f in records),
+            "threads": torch.get_num_threads() if jobs == 1 and scheduler is None else 1, "jobs": jobs,
+            "scheduler": (scheduler if isinstance(scheduler, str) else scheduler.scheduler.address)
+            if scheduler is not None else None, "wall_seconds": sum(f["wall_seconds"] for f in records),
             "outer_folds": records, "config": cfg.to_dict()}
+
+
+def _remote_fold(cfg: ExperimentConfig, methods, grids, repeat: int, fold: int, train_idx, test_idx, inner_folds: int,
+                 seed: int, ex: Examples | None) -> dict:
+    """:func:`run_fold` in a worker process: ``ex`` None (the caller passed no examples): the config's,
+    read by the worker (once per worker process)."""
+    if ex is None:
+        data = json.dumps(dataclasses.asdict(cfg.data), sort_keys=True, default=str)
+        if data not in _WORKER_EXAMPLES:
+            _WORKER_EXAMPLES[data] = load_examples(cfg.data)
+        ex = _WORKER_EXAMPLES[data]
+    return run_fold(cfg, methods, grids, ex, repeat, fold, train_idx, test_idx, inner_folds, seed)
+
+
+_WORKER_EXAMPLES: dict[str, Examples] = {}
 
 
 def _load_folds(store: Path | None, key: str, resume: bool) -> dict[str, dict]:

@@ -19,6 +19,8 @@ Every finished unit (a task's seed of the panel, or one frontier point and seed)
 trained and attacked: localstdp.evaluation.units); ``resume`` reuses the units and parts made with the same
 settings and code version, so an interrupted run loses at most the steps in progress (one model
 each).
+The steps run in this process (``jobs`` 1), in ``jobs`` local worker processes, or on the workers of a
+dask.distributed cluster (``scheduler``: localstdp.evaluation.cluster); the same numbers either way.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def _worker_run(step: _Step, cfg: ExperimentConfig, settings: GridSettings, unit
 
 def run_grid(tasks: Sequence[str] | Mapping[str, ExperimentConfig], settings: GridSettings = GridSettings(),  # noqa: B008  (frozen)
              progress: bool = False, datasets: Mapping[str, Dataset] | None = None, out: str | Path | None = None,
-             resume: bool = False, jobs: int = 1) -> dict:
+             resume: bool = False, jobs: int = 1, scheduler=None, scheduler_timeout: float | None = None) -> dict:
     """Run every unit; returns the results dict written to results.json (see localstdp.evaluation.analysis).
 
     ``tasks`` is a list of registered task names, or a mapping name -> config (tests use tiny ones).
@@ -112,7 +114,11 @@ def run_grid(tasks: Sequence[str] | Mapping[str, ExperimentConfig], settings: Gr
     ``resume`` reuses the units and parts made with the same fingerprint and refuses others. Without
     ``out`` the parts live in a temporary directory. ``jobs`` > 1 runs steps in that many worker
     processes of one thread each, the largest ready step first (numbers equal a one-thread run, not
-    always bit for bit a multi-thread one).
+    always bit for bit a multi-thread one). ``scheduler`` (a dask scheduler's address, e.g.
+    ``tcp://host:8786``, or a ``distributed.Client``) runs the same steps on that cluster's workers
+    instead (localstdp.evaluation.cluster; ``jobs`` is then unused): the same numbers as ``jobs`` > 1,
+    each step's files written here by this process as its result comes back; ``scheduler_timeout``
+    seconds to reach it (default 20).
     """
     import tempfile
 
@@ -125,14 +131,21 @@ def run_grid(tasks: Sequence[str] | Mapping[str, ExperimentConfig], settings: Gr
     scratch = tempfile.TemporaryDirectory(prefix="localstdp-units-") if out is None else None
     unit_dir = Path(out) / UNITS if out is not None else Path(scratch.name)
     try:
-        return _run_grid(cfgs, plan, settings, progress, datasets, unit_dir, resume and out is not None, jobs,
-                         summarise)
+        if scheduler is None:
+            return _run_grid(cfgs, plan, settings, progress, datasets, unit_dir, resume and out is not None, jobs,
+                             summarise)
+        from .cluster import CONNECT_TIMEOUT, Cluster
+
+        with Cluster(scheduler, scheduler_timeout or CONNECT_TIMEOUT) as cluster:
+            return _run_grid(cfgs, plan, settings, progress, datasets, unit_dir, resume and out is not None, jobs,
+                             summarise, cluster)
     finally:
         if scratch is not None:
             scratch.cleanup()
 
 
-def _run_grid(cfgs, plan, settings, progress, datasets, unit_dir: Path, resume: bool, jobs: int, summarise) -> dict:
+def _run_grid(cfgs, plan, settings, progress, datasets, unit_dir: Path, resume: bool, jobs: int, summarise,
+              cluster=None) -> dict:
     if unit_dir.exists() and not resume:
         for old in unit_dir.glob("*/*"):  # a fresh run: units of an earlier run must not mix with this one
             shutil.rmtree(old) if old.is_dir() else old.unlink()
@@ -161,7 +174,7 @@ def _run_grid(cfgs, plan, settings, progress, datasets, unit_dir: Path, resume: 
     results: dict[str, dict] = dict(done)
     data: dict[str, Dataset] = dict(datasets or {})
     for t in dict.fromkeys(t for name, t, _, _ in plan if name not in done):
-        if t not in data:
+        if t not in data:  # here too on a cluster: the plan's cost model and the assembly read it
             say(f"{t}: load data")
             data[t] = load_dataset(cfgs[t].data)
     steps = _steps([u for u in plan if u[0] not in done], cfgs, settings, data)
@@ -211,7 +224,11 @@ def _run_grid(cfgs, plan, settings, progress, datasets, unit_dir: Path, resume: 
             assemble_if_ready(st.unit, st.task, st.arg[0])
     pending = sorted((st for st in steps if st.key not in finished), key=lambda st: -st.cost)  # stable
     try:
-        if jobs == 1 or len(pending) <= 1:
+        if cluster is not None:
+            from .cluster import run_grid_steps
+
+            run_grid_steps(cluster, pending, finished, cfgs, settings, datasets or {}, unit_dir, prints, say, complete)
+        elif jobs == 1 or len(pending) <= 1:
             while pending:
                 st = next(st for st in pending if st.needs is None or st.needs in finished)
                 pending.remove(st)
@@ -234,7 +251,8 @@ def _run_grid(cfgs, plan, settings, progress, datasets, unit_dir: Path, resume: 
                       "frontier": dataclasses.asdict(c.frontier)} for t, c in cfgs.items()},
         "n_attack_cap": settings.n_attack, "match_tol": settings.match_tol, "headline_eps": HEADLINE_EPS,
         "certify": settings.certify, "n_boot": settings.n_boot, "attacks": dataclasses.asdict(settings.attacks),
-        "version": code_version(), "versions": package_versions(), "jobs": jobs, "units_resumed": len(done),
+        "version": code_version(), "versions": package_versions(), "jobs": jobs,
+        "scheduler": cluster.address if cluster is not None else None, "units_resumed": len(done),
         "parts_resumed": parts_resumed,
         "wall_seconds": time.perf_counter() - t0,
     }

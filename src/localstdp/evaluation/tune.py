@@ -112,10 +112,32 @@ def without_test(ds: Dataset) -> Dataset:
     return dataclasses.replace(ds, x_test=ds.x_test[:0], y_test=ds.y_test[:0])
 
 
+def _score(mcfg: ExperimentConfig, method: str, seed: int, ds: Dataset | None) -> tuple[float, float, int]:
+    """One grid point and seed: (validation accuracy, validation cross-entropy, reported epoch). ``ds``
+    None (on a cluster worker): the config's data, loaded there, without its test split."""
+    if ds is None:
+        from .cluster import worker_dataset
+
+        ds = without_test(worker_dataset(mcfg))
+    spec = PANEL[method]
+    m = train(mcfg.with_overrides(seed=seed), spec.learner, None, dataset=ds, keep_epochs=spec.early_stop)
+    e = selected_epoch(m["history"], spec.early_stop)
+    if e != len(m["history"]):  # the early-stopped epoch's weights (backprop-es: the MLP itself)
+        m["model"].load_state_dict(m["epoch_states"][e - 1])
+    return float(m["history"][e - 1]["val_accuracy"]), val_cross_entropy(m["model"], ds), e
+
+
 def tune(cfg: ExperimentConfig, method: str, grid: dict[str, list], seeds: int = 3, *,
-         dataset: Dataset | None = None, epochs: int | None = None, progress: bool = False) -> dict:
+         dataset: Dataset | None = None, epochs: int | None = None, progress: bool = False, jobs: int = 1,
+         scheduler=None, scheduler_timeout: float | None = None) -> dict:
     """Score every grid point on validation accuracy; returns the record written to tune.json
-    (``chosen`` is the winning point, ``config`` the resulting config as a dict)."""
+    (``chosen`` is the winning point, ``config`` the resulting config as a dict).
+
+    The point x seed trainings run in this process, in ``jobs`` local worker processes of one thread
+    each, or on the dask cluster at ``scheduler`` (an address or a ``distributed.Client``; its workers
+    load the config's data themselves unless ``dataset`` is given): localstdp.evaluation.cluster."""
+    from .cluster import CONNECT_TIMEOUT, run_units
+
     if method not in PANEL:
         raise ConfigError(f"unknown method {method!r}; expected one of {', '.join(PANEL)}")
     if seeds < 1:
@@ -126,37 +148,40 @@ def tune(cfg: ExperimentConfig, method: str, grid: dict[str, list], seeds: int =
     keys = list(grid)
     points = [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))]
     configs = [apply_point(cfg, method, p) for p in points]  # every point validated before any training
-    spec = PANEL[method]
+    remote = scheduler is not None
+    # the data is read here too (n_train, n_val; a missing file fails before any unit is sent)
     ds = without_test(dataset if dataset is not None else load_dataset(cfg.data))
+    send = None if dataset is None and (remote or jobs > 1) else ds  # None: each worker loads it once
+    items = [(method_config(pcfg, method), method, seed) for pcfg in configs for seed in range(seeds)]
+    names = [", ".join(f"{k}={v}" for k, v in point.items()) + f" seed {seed}" for point in points
+             for seed in range(seeds)]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(points) * seeds, desc=f"tune {method}", unit="run", dynamic_ncols=True)
+        bar = tqdm(total=len(items), desc=f"tune {method}", unit="run", dynamic_ncols=True)
+        if jobs == 1 and not remote and items:
+            bar.set_postfix_str(names[0])
+
+    def done(i: int, _) -> None:
+        if bar is not None:
+            bar.update(1)
+            if jobs == 1 and not remote and i + 1 < len(names):
+                bar.set_postfix_str(names[i + 1])
+
     t0 = time.perf_counter()
-    rows = []
     try:
-        for point, pcfg in zip(points, configs):
-            mcfg = method_config(pcfg, method)
-            vals, eps, ces = [], [], []
-            for seed in range(seeds):
-                if bar is not None:
-                    bar.set_postfix_str(", ".join(f"{k}={v}" for k, v in point.items()) + f" seed {seed}")
-                m = train(mcfg.with_overrides(seed=seed), spec.learner, None, dataset=ds, keep_epochs=spec.early_stop)
-                e = selected_epoch(m["history"], spec.early_stop)
-                if e != len(m["history"]):  # the early-stopped epoch's weights (backprop-es: the MLP itself)
-                    m["model"].load_state_dict(m["epoch_states"][e - 1])
-                vals.append(float(m["history"][e - 1]["val_accuracy"]))
-                ces.append(val_cross_entropy(m["model"], ds))
-                eps.append(e)
-                if bar is not None:
-                    bar.update(1)
-            rows.append({"point": point, "val_accuracy": vals, "mean": float(np.mean(vals)),
-                         "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, "epochs": eps,
-                         "val_cross_entropy": ces, "mean_cross_entropy": float(np.mean(ces))})
+        runs = run_units(_score, items, data=send, jobs=jobs, scheduler=scheduler, on_result=done, names=names,
+                         scheduler_timeout=scheduler_timeout or CONNECT_TIMEOUT)
     finally:
         if bar is not None:
             bar.close()
+    rows = []
+    for k, point in enumerate(points):
+        vals, ces, eps = (list(v) for v in zip(*runs[k * seeds:(k + 1) * seeds]))
+        rows.append({"point": point, "val_accuracy": vals, "mean": float(np.mean(vals)),
+                     "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, "epochs": eps,
+                     "val_cross_entropy": ces, "mean_cross_entropy": float(np.mean(ces))})
     best, tied, decided = choose(rows)
     return {
         "method": method,
@@ -172,7 +197,9 @@ def tune(cfg: ExperimentConfig, method: str, grid: dict[str, list], seeds: int =
         "chosen_by": decided,
         "tie_rule": TIE_RULE,
         "config": configs[best].to_dict(),
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads() if jobs == 1 and scheduler is None else 1,
+        "jobs": jobs,
+        "scheduler": (scheduler if isinstance(scheduler, str) else scheduler.scheduler.address) if remote else None,
         "wall_seconds": time.perf_counter() - t0,
     }
 
