@@ -130,7 +130,7 @@ class Cluster:
 
 
 def _in_worker(versions: dict, fn: Callable, *args):
-    """What a local pool worker sets up (grid._worker_init), per task: one torch thread (a dask worker
+    """What a local pool worker sets up (:func:`local_worker_init`), per task: one torch thread (a dask worker
     should run one task at a time: ``--nthreads 1``), ART quiet; then ``fn(*args)``. A worker whose
     localstdp, library or Python versions differ from the client's refuses (its numbers could differ;
     not the source hash: an edited checkout is not told apart, as with --jobs)."""
@@ -287,15 +287,35 @@ def run_units(fn: Callable, items: Sequence[tuple], *, data=None, jobs: int = 1,
     return results
 
 
+def local_worker_init(parent: int) -> None:
+    """A local pool worker (``--jobs``; grid._worker_init too): one thread (the workers share the cores),
+    ART quiet, Ctrl-C left to the parent, and it exits when the parent is gone (killed, even by SIGKILL)
+    instead of computing on unseen."""
+    import signal
+    import threading
+    import time
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    logging.getLogger("art").setLevel(logging.WARNING)
+
+    def watch() -> None:  # ``parent`` is the pid the parent passed: it may be gone before this runs
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="localstdp-parent-watch", daemon=True).start()
+
+
 def _run_local_pool(fn: Callable, items: Sequence[tuple], jobs: int, got: Callable) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from .grid import _worker_init
-
     ctx = multiprocessing.get_context("spawn")
-    ex = ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=ctx, initializer=_worker_init,
-                             initargs=({}, ctx.Queue(), os.getpid()))
+    ex = ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=ctx, initializer=local_worker_init,
+                             initargs=(os.getpid(),))
     try:
         running = {ex.submit(fn, *args): i for i, args in enumerate(items)}
         while running:

@@ -77,23 +77,10 @@ _WORKER: dict = {}
 def _worker_init(datasets: dict, queue, parent: int) -> None:
     """A step worker: one thread (the workers share the cores), ART quiet, Ctrl-C left to the parent,
     and it exits when the parent is gone (killed, even by SIGKILL) instead of computing on unseen."""
-    import os
-    import signal
-    import threading
+    from .cluster import local_worker_init
 
-    import torch
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)
-    logging.getLogger("art").setLevel(logging.WARNING)
+    local_worker_init(parent)
     _WORKER.update(data=dict(datasets), queue=queue)
-
-    def watch() -> None:  # ``parent`` is the pid the parent passed: it may be gone before this runs
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="localstdp-parent-watch", daemon=True).start()
 
 
 def _worker_run(step: _Step, cfg: ExperimentConfig, settings: GridSettings, unit_dir: Path, fingerprint: str):
