@@ -8,7 +8,8 @@ import math
 import pytest
 
 from localstdp.bench import scaling
-from localstdp.bench.parallel import ParallelSpec, render_markdown, run_parallel_bench, summarise
+from localstdp.bench.parallel import ParallelSpec, run_parallel_bench
+from localstdp.bench.parallel_report import render_markdown, summarise
 
 
 def test_fit_link_recovers_latency_and_bandwidth():

@@ -113,7 +113,8 @@ def cmd_parallel(args) -> int:
     import os
 
     from ..bench import write_json
-    from ..bench.parallel import NETS, QUICK_PARALLEL, ParallelSpec, plot, render_markdown, run_parallel_bench
+    from ..bench.parallel import NETS, QUICK_PARALLEL, ParallelSpec, run_parallel_bench
+    from ..bench.parallel_report import plot, render_markdown
 
     out = f"{DEFAULT_DIR}/parallel.json" if args.out == f"{DEFAULT_DIR}/bench.json" else args.out
     md = f"{DEFAULT_DIR}/parallel.md" if args.md == f"{DEFAULT_DIR}/BENCHMARKS.md" else args.md
