@@ -80,6 +80,8 @@ def _result():
            "backprop 1f1b 2x1 m2": [92.0] * 3}
     case = {"net": "mlp-x", "batch": 32, "world": 2, "profile": _profile(), "examples_per_s": eps}
     return {"groups": [{"world": 2, "link": [{"bytes": 1024, "s": 1e-4}, {"bytes": 1 << 20, "s": 5e-4}],
+                        "collectives": {"all_gather": [{"bytes": 1e6, "s": 1e-3}, {"bytes": 2e6, "s": 1.5e-3}],
+                                        "all_reduce": [{"bytes": 1e6, "s": 2e-3}, {"bytes": 2e6, "s": 3e-3}]},
                         "cases": [case]}],
             "spec": {"repeats": 3, "timed": 8, "warmup": 2}, "wall_s": 60.0, "cpus": 2, "torch": "x",
             "machine": {"cpu": "test"}, "load_average": {"start": [0.1], "end": [0.2]}, "nets": {"mlp-x": "test"}}
@@ -101,9 +103,10 @@ def test_summary_speedups_are_ratios_of_medians():
     arms = {a["arm"]: a for a in res["model"]["arms"]}
     assert arms["local 1x1"]["predicted"] == pytest.approx(32 / 0.008)
     assert arms["local 1x2"]["predicted"] is None
-    link = res["model"]["links"]["2"]
-    want = 0.0022 + (0.008 - 0.004) + link["alpha_s"] + 0.5 * 32 * 1600 / link["beta_Bps"]
+    # data parallel from the group's own measured collectives (fitted: all_gather 0.5 ms + bytes / 2 GB/s)
+    want = 0.0022 + (0.008 - 0.004) + 0.5e-3 + 32 * 1600 / 2e9
     assert arms["local data-activities 2x1"]["predicted"] == pytest.approx(32 / want)
+    assert arms["local data-updates 2x1"]["predicted"] == pytest.approx(32 / (0.0045 + 1e-3 + 4e6 / 1e9))
 
 
 @pytest.mark.slow

@@ -57,6 +57,26 @@ def _link(g: _Group, sizes=(1 << 10, 1 << 14, 1 << 17, 1 << 20, 1 << 22), reps: 
     return out
 
 
+def _collectives(g: _Group, sizes=(1 << 18, 1 << 20, 1 << 22, 1 << 24, 1 << 26), reps: int = 6) -> dict:
+    """Seconds of gloo's all_reduce (sum) of a float buffer of each size and of its all_gather of the
+    same total size (each rank contributing size / N): what data parallel and DDP pay per batch."""
+    out = {"all_reduce": [], "all_gather": []}
+    for size in sizes:
+        buf = torch.ones(size // 4)
+        part = torch.ones(size // 4 // g.world)
+        parts = [torch.empty_like(part) for _ in range(g.world)]
+        for kind, op in (("all_reduce", lambda: dist.all_reduce(buf)), ("all_gather", lambda: dist.all_gather(parts, part))):
+            times = []
+            for i in range(reps + 1):
+                g.barrier()
+                t0 = time.perf_counter()
+                op()
+                if i >= 1:
+                    times.append(_max_over_ranks(time.perf_counter() - t0))
+            out[kind].append({"bytes": size, "s": statistics.median(times)})
+    return out
+
+
 def _worker(spec: ParallelSpec) -> dict:
     try:
         return _worker_body(spec)
@@ -79,8 +99,10 @@ def _worker_body(spec: ParallelSpec) -> dict:
     _init(spec.timeout)
     g = _Group(spec.timeout)
     result = {"world": g.world, "cases": []}
+    t_start = time.perf_counter()
     try:
         result["link"] = _link(g) if g.world > 1 else []
+        result["collectives"] = _collectives(g) if g.world > 1 else {}
         for net in spec.nets:
             for batch in spec.batches:
                 case = _Case(g, net, batch, spec)
@@ -103,7 +125,9 @@ def _worker_body(spec: ParallelSpec) -> dict:
                 if g.rank == 0:
                     result["cases"].append({"net": net, "batch": batch, "world": g.world, "profile": prof,
                                             "examples_per_s": times})
-                    log.info("bench parallel: %s batch %d on %d ranks done", net, batch, g.world)
+                    done = len(result["cases"])
+                    print(f"bench --parallel: {g.world} ranks: {net} batch {batch} done ({done}/"
+                          f"{len(spec.nets) * len(spec.batches)}, {time.perf_counter() - t_start:.0f} s)", flush=True)
     finally:
         dist.destroy_process_group()
     return result
