@@ -383,8 +383,6 @@ def test_load_run_refuses_damaged_run_directories(tmp_path_factory, blob, name):
         load_run(run / "missing")
 
 
-@pytest.mark.xfail(strict=True, reason="train.py (not changed here): load_run should call "
-                   "checks.path('run_dir', run_dir) first; Path(3) raises a plain TypeError")
 def test_load_run_names_a_run_dir_of_the_wrong_type():
     with pytest.raises(ArgumentTypeError, match="run_dir"):
         load_run(3)
@@ -460,8 +458,6 @@ def test_check_grid_args_names_each_argument():
             check_grid_args(**args)
 
 
-@pytest.mark.xfail(strict=True, reason="grid.py (being changed by another engineer): run_grid should call "
-                   "plan.check_grid_args(tasks, settings, progress, datasets, out, resume, jobs) first")
 def test_run_grid_names_jobs_and_a_single_task_name():
     from localstdp import GridSettings, run_grid
 

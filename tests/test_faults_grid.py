@@ -215,8 +215,6 @@ def test_a_truncated_unit_file_is_run_again(tmp_path, stopped, reference):
     assert numbers(res) == reference and res["settings"]["units_resumed"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="grid.py (being changed by another engineer) reads unit files itself: it "
-                   "should read them with units.read_unit (None: run again) and write them with units.unit_text")
 @pytest.mark.parametrize("damage", ["not UTF-8", "not an object", "a number changed"])
 def test_a_damaged_unit_file_is_run_again_never_trusted(tmp_path, stopped, reference, damage):
     out = tmp_path / "out"

@@ -380,9 +380,10 @@ def config_from_dict(raw: dict[str, Any]) -> ExperimentConfig:
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read and validate a TOML config; every problem is a one-line :class:`ConfigError`. A bare name
     (``iris``) that is no file here is the shipped config of that name (:mod:`localstdp.configs`)."""
+    from . import checks
     from . import configs as shipped
 
-    name, path = os.fspath(path), Path(path)
+    name, path = os.fspath(checks.path("path", path)), Path(path)
     if shipped.is_name(name) and not path.is_file() and name in shipped.names():
         path = shipped.path(name)
     try:

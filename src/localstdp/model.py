@@ -21,11 +21,13 @@ class MLP(nn.Module):
 
     def __init__(self, n_in: int, hidden: list[int] | tuple[int, ...], n_out: int, activation: str = "sigmoid"):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
-        widths = [int(n_in), *map(int, hidden), int(n_out)]
-        if any(w < 1 for w in widths):
-            raise ValueError(f"every layer needs at least one neuron, got widths {widths}")
+        from . import checks
+
+        checks.choice("activation", activation, sorted(ACTIVATIONS))
+        if isinstance(hidden, (str, bytes)) or not isinstance(hidden, (list, tuple)):
+            checks.fail("hidden", "a list or tuple of layer widths", checks.got(hidden), checks.ArgumentTypeError)
+        widths = [checks.integer("n_in", n_in, 1), *(checks.integer(f"hidden[{i}]", h, 1) for i, h in
+                                                     enumerate(hidden)), checks.integer("n_out", n_out, 1)]
         self.widths = widths
         self.activation = activation
         self.f = ACTIVATIONS[activation]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from . import checks
 from .checkpoint import (
     atomic_write_text,
     load_checkpoint,
@@ -295,7 +296,7 @@ def train(
 
 def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, MLP | CNN, str]:
     """Rebuild the trained model of a run directory: (config, model, method)."""
-    run_dir = Path(run_dir)
+    run_dir = Path(checks.path("run_dir", run_dir))
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory not found: {run_dir}")
     if not (run_dir / MODEL).exists() and (run_dir / CHECKPOINT).exists():

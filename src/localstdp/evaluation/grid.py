@@ -26,7 +26,6 @@ dask.distributed cluster (``scheduler``: localstdp.evaluation.cluster); the same
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 import time
@@ -36,7 +35,7 @@ from pathlib import Path
 from ..checkpoint import atomic_write_text
 from ..config import ExperimentConfig
 from ..data import Dataset, load_dataset
-from ..errors import ConfigError, LocalSTDPError
+from ..errors import LocalSTDPError
 from ..registry import TASKS
 from .plan import (
     _frontier_rows,
@@ -44,13 +43,24 @@ from .plan import (
     _Step,
     _steps,
     _units,
+    check_grid_args,
     code_version,
     fingerprint,
     package_versions,
     task_config,
 )
 from .settings import HEADLINE_EPS, GridSettings
-from .units import PART, assemble_panel, frontier_unit, load_part, panel_method, part_fingerprint, save_part
+from .units import (
+    PART,
+    assemble_panel,
+    frontier_unit,
+    load_part,
+    panel_method,
+    part_fingerprint,
+    read_unit,
+    save_part,
+    unit_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +121,7 @@ def run_grid(tasks: Sequence[str] | Mapping[str, ExperimentConfig], settings: Gr
 
     from .analysis import summarise
 
-    if jobs < 1:
-        raise ConfigError(f"jobs = {jobs!r}: expected an integer >= 1")
+    check_grid_args(tasks, settings, progress, datasets, out, resume, jobs)
     cfgs = dict(tasks) if isinstance(tasks, Mapping) else {t: task_config(t) for t in tasks}
     plan = [u for t, c in cfgs.items() for u in _units(t, c, settings)]
     scratch = tempfile.TemporaryDirectory(prefix="localstdp-units-") if out is None else None
@@ -143,10 +152,9 @@ def _run_grid(cfgs, plan, settings, progress, datasets, unit_dir: Path, resume: 
         for name, t, _, _ in plan:
             path = unit_dir / f"{name}.json"
             if path.exists():
-                try:
-                    rec = json.loads(path.read_text())
-                except (OSError, json.JSONDecodeError):
-                    continue  # a damaged unit is run again
+                rec = read_unit(path)
+                if rec is None:
+                    continue  # a damaged unit (unreadable, not JSON, or not matching its digest) is run again
                 if rec.get("fingerprint") != prints[t]:
                     raise LocalSTDPError(f"{path} was made by other settings, config or code version; {stale}")
                 done[name] = rec
@@ -183,7 +191,7 @@ def _run_grid(cfgs, plan, settings, progress, datasets, unit_dir: Path, resume: 
     def finish(name: str, task: str, rec: dict) -> None:
         rec = rec | {"fingerprint": prints[task], "unit": name}
         (unit_dir / task).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(unit_dir / f"{name}.json", json.dumps(rec) + "\n")
+        atomic_write_text(unit_dir / f"{name}.json", unit_text(rec))
         results[name] = rec
         if bar is not None:
             bar.set_description_str(f"reproduce {len(results)}/{len(plan)} units", refresh=False)

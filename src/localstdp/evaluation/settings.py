@@ -63,6 +63,13 @@ class GridSettings:
     attacks: AttackSettings = field(default_factory=AttackSettings)
 
     def __post_init__(self) -> None:
+        from .. import checks
+
+        for name in ("seeds", "frontier_seeds", "n_boot", "val_attack"):
+            checks.integer(name, getattr(self, name))  # an ArgumentTypeError naming it, not a TypeError from "<"
+        for name in ("epochs", "n_attack"):
+            if getattr(self, name) is not None:
+                checks.integer(name, getattr(self, name))
         if self.seeds < 1:
             raise ConfigError(f"seeds = {self.seeds!r}: expected an integer >= 1")
         if self.frontier_seeds < 0:
