@@ -114,7 +114,6 @@ def cmd_parallel(args) -> int:
 
     from ..bench import write_json
     from ..bench.parallel import NETS, QUICK_PARALLEL, ParallelSpec, run_parallel_bench
-    from ..bench.parallel_report import plot, render_markdown
 
     out = f"{DEFAULT_DIR}/parallel.json" if args.out == f"{DEFAULT_DIR}/bench.json" else args.out
     md = f"{DEFAULT_DIR}/parallel.md" if args.md == f"{DEFAULT_DIR}/BENCHMARKS.md" else args.md
@@ -139,6 +138,18 @@ def cmd_parallel(args) -> int:
     ranks = args.ranks or [n for n in (2, 4, 8) if n <= cpus] or [2]
     if min(ranks) < 2:
         raise ConfigError(f"bench --ranks: {min(ranks)}: expected 2 or more (one process is measured in every group)")
+    if args.report:  # no measuring: the model refitted and the report rewritten from a saved JSON
+        import json
+
+        from ..bench.scaling import fit_and_predict
+
+        refuse_to_replace([md, png], args.force)
+        try:
+            result = json.loads(Path(args.report).read_text(encoding="utf-8"))
+            result["model"] = fit_and_predict(result)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"bench --parallel --report {args.report}: not a bench --parallel JSON ({exc})") from None
+        return _write_parallel(result, md, png, result.get("command", "localstdp bench --parallel"))
     refuse_to_replace([out, md, png], args.force)
     result = run_parallel_bench(spec, ranks)
     words = ["localstdp", "bench", "--parallel", *(["--quick"] if args.quick else []), "--ranks", *map(str, ranks)]
@@ -147,7 +158,14 @@ def cmd_parallel(args) -> int:
     words += ["--repeats", str(args.repeats)] if args.repeats is not None else []
     result["command"] = " ".join(shlex.quote(w) for w in words)
     write_json(result, out)
-    text = render_markdown(result, result["command"])
+    print(f"-> {out}")
+    return _write_parallel(result, md, png, result["command"])
+
+
+def _write_parallel(result: dict, md: str, png: str, command: str) -> int:
+    from ..bench.parallel_report import plot, render_markdown
+
+    text = render_markdown(result, command)
     try:
         Path(md).parent.mkdir(parents=True, exist_ok=True)
         Path(md).write_text(text, encoding="utf-8")
@@ -155,7 +173,7 @@ def cmd_parallel(args) -> int:
     except OSError as exc:
         raise OutputError(f"cannot write {md} / {png}: {exc.strerror or exc}") from None
     print(text)
-    print(f"-> {out}, {md}, {png}")
+    print(f"-> {md}, {png}")
     return 0
 
 
