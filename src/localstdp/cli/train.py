@@ -77,7 +77,7 @@ def _add_train(sub) -> None:
     p.add_argument("--exchange", choices=["auto", "updates", "activities"], default="auto",
                    help="--parallel data with the local rule: all-reduce every layer's summed update, or gather the "
                         "shards' activities and let every rank run the whole batch's update (auto: activities when "
-                        "the model's bytes are >= 4x the batch's activities)")
+                        "the model's bytes are at least the batch's activities)")
     p.add_argument("--nproc", type=_positive_int, help="without torchrun: start N >= 1 local workers (gloo on 127.0.0.1)")
     p.add_argument("--dist-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="longest wait on a peer before the run is declared dead (default 30)")

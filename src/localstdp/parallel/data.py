@@ -30,7 +30,10 @@ from .comm import _Run, _shard
 
 log = logging.getLogger("localstdp.parallel")
 
-ACTIVITY_RATIO = 4.0  # "auto": gather activities when the model's bytes are at least this many times theirs
+# "auto": gather activities when the model's bytes are at least this many times theirs. 1: on the 6 (net, batch)
+# cases of BENCHMARKS.md "Parallel training" the faster exchange was activities exactly where the model's bytes
+# exceeded the batch's activities (MLPs: 3.0-14x, activities faster; CNN: 0.19-0.77x, updates faster)
+ACTIVITY_RATIO = 1.0
 
 
 def _activity_layout(run: _Run, x: torch.Tensor):
