@@ -124,3 +124,19 @@ def test_a_real_group_runs_every_arm(tmp_path):
         assert len(arms[name]) == 2 and min(arms[name]) > 0, name
     assert case["profile"]["split"] == [[0, 2], [2, 4]]
     assert res["model"]["links"]["2"]["alpha_s"] >= 0
+
+
+@pytest.mark.slow
+def test_three_ranks_skip_a_net_too_shallow_and_deepen_a_per_rank_one():
+    nets = {"two-layers": {"kind": "mlp", "n_in": 16, "hidden": [12], "about": "16-12-10"},
+            "per-rank": {"kind": "mlp", "n_in": 16, "hidden": [12], "per_rank": True, "about": "16-12 x N-10"}}
+    spec = ParallelSpec(nets=("two-layers", "per-rank"), batches=(12,), timed=1, warmup=1, repeats=1,
+                        microbatches=(3,), net_defs=nets, timeout=60)
+    res = run_parallel_bench(spec, [3], progress=lambda s: None)
+    skipped, measured = res["groups"][0]["cases"]
+    assert skipped["net"] == "two-layers" and "needs at least 3 layers" in skipped["skipped"]
+    assert measured["net"] == "per-rank" and len(measured["profile"]["unit_costs"]) == 4  # 3 hidden + output
+    assert min(measured["examples_per_s"]["local pipeline 3x1"]) > 0
+    (row,) = summarise(res)
+    assert row["net"] == "per-rank" and row["ranks"] == 3
+    assert "skipped on 3 ranks: `two-layers`" in render_markdown(res, "x")

@@ -17,6 +17,7 @@ Synthetic MNIST-shaped data (uniform features, uniform labels); nothing is writt
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -28,6 +29,7 @@ import uuid
 import torch
 import torch.distributed as dist
 
+from ..errors import ConfigError
 from .parallel_arms import _Case, _time
 from .parallel_spec import NETS, QUICK_PARALLEL, SCHEDULES, ParallelSpec, _Group
 
@@ -105,7 +107,13 @@ def _worker_body(spec: ParallelSpec) -> dict:
         result["collectives"] = _collectives(g) if g.world > 1 else {}
         for net in spec.nets:
             for batch in spec.batches:
-                case = _Case(g, net, batch, spec)
+                try:
+                    case = _Case(g, net, batch, spec)
+                except ConfigError as exc:  # e.g. fewer layers than ranks: every rank refuses alike
+                    if g.rank == 0:
+                        result["cases"].append({"net": net, "batch": batch, "world": g.world, "skipped": str(exc)})
+                        print(f"bench --parallel: {g.world} ranks: {net} batch {batch} skipped ({exc})", flush=True)
+                    continue
                 arms = case.arms()
                 prof = g.alone(case.profile)
                 times: dict[str, list[float]] = {name: [] for name, _, _ in arms}
@@ -122,6 +130,11 @@ def _worker_body(spec: ParallelSpec) -> dict:
                             s = _max_over_ranks(s)
                         if g.rank == 0:
                             times[name].append(spec.timed * batch / s)
+                # free the case's DDP, pipeline stages and process-group handles while the group is alive: freed
+                # after destroy_process_group (at this function's return), one of them sometimes blocked for ever
+                del case, arms, order, fn
+                gc.collect()
+                g.barrier()
                 if g.rank == 0:
                     result["cases"].append({"net": net, "batch": batch, "world": g.world, "profile": prof,
                                             "examples_per_s": times})

@@ -63,7 +63,7 @@ class _Case:
         from ..train import batches
 
         self.g, self.net, self.batch, self.spec = g, net, batch, spec
-        cfg, n_in = net_config(net, batch, spec.net_defs)
+        cfg, n_in = net_config(net, batch, spec.net_defs, g.world)
         n = batch * (spec.timed + spec.warmup)
         self.ds = synthetic(n, n_in)
         self.idx = batches(n, batch, torch.arange(n))

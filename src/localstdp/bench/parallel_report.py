@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 
 from .parallel_spec import SCHEDULES
+from .scaling import measured_cases
 
 
 def _med(v: list[float]) -> float:
@@ -19,7 +20,7 @@ def summarise(result: dict) -> list[dict]:
         n = grp["world"]
         if n < 2:
             continue
-        for case in grp["cases"]:
+        for case in measured_cases(grp):
             eps, prof = case["examples_per_s"], case["profile"]
             local1, bp1 = _med(eps["local 1x1"]), _med(eps["backprop 1x1"])
             pipe = _med(eps[f"local pipeline {n}x1"])
@@ -69,6 +70,10 @@ def render_markdown(result: dict, command: str) -> str:
              "over the slowest stage's.", ""]
     for name, about in result["nets"].items():
         lines.append(f"- `{name}`: {about}")
+    for grp in result["groups"]:
+        for case in grp["cases"]:
+            if "skipped" in case:
+                lines.append(f"- skipped on {grp['world']} ranks: `{case['net']}` batch {case['batch']} ({case['skipped']})")
     lines += ["", "| ranks | net | batch | split (units) | local pipeline | of split bound | local 1 x N | local data: updates / "
               "activities "
               "| backprop 1 x N | DDP | best backprop pipeline (m) | local pipeline / best backprop pipeline |",
@@ -92,7 +97,7 @@ def render_markdown(result: dict, command: str) -> str:
               "| ranks | net | batch | arm | examples/s | min - max | model | error |", "|---|---|---|---|---|---|---|---|"]
     pred = {(a["world"], a["net"], a["batch"], a["arm"]): a for a in model["arms"]}
     for grp in result["groups"]:
-        for case in grp["cases"]:
+        for case in measured_cases(grp):
             for name, v in case["examples_per_s"].items():
                 a = pred[(grp["world"], case["net"], case["batch"], name)]
                 p = "-" if a["predicted"] is None else f"{a['predicted']:.0f}"

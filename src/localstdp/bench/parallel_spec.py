@@ -16,8 +16,9 @@ log = logging.getLogger("localstdp.bench")
 NETS = {
     "mlp-uneven": {"kind": "mlp", "n_in": 784, "hidden": [2048, 2048, 2048],
                    "about": "784-2048-2048-2048-10: the split is uneven (bound 1.72x at 2 ranks)"},
-    "mlp-even": {"kind": "mlp", "n_in": 2048, "hidden": [2048, 2048, 2048, 2048],
-                 "about": "2048-2048-2048-2048-2048-10: four equal layers, two equal halves (bound ~2x)"},
+    "mlp-even": {"kind": "mlp", "n_in": 2048, "hidden": [2048, 2048, 2048, 2048], "per_rank": True,
+                 "about": "2048-2048-2048-2048-2048-10: four equal layers, two equal halves (bound ~2x); with more "
+                          "than 4 ranks, one equal 2048-wide layer per rank"},
     "cnn": {"kind": "config", "config": "mnist-10-cnn",
             "about": "configs/mnist-10-cnn.toml: conv 32@5x5 + pool, 256, 10 (three units)"},
 }
@@ -50,8 +51,9 @@ QUICK_PARALLEL = ParallelSpec(nets=("mlp-uneven",), batches=(64,), timed=6, warm
 # ----------------------------------------------------------------------------------------------
 
 
-def net_config(name: str, batch: int, defs: dict | None = None):
-    """(ExperimentConfig, n_features) of a benchmark net at ``batch`` (``defs``: more nets, as NETS)."""
+def net_config(name: str, batch: int, defs: dict | None = None, world: int = 1):
+    """(ExperimentConfig, n_features) of a benchmark net at ``batch`` (``defs``: more nets, as NETS). A net
+    with ``per_rank`` repeats its equal hidden layers up to one per rank of a ``world``-rank group."""
     from ..config import ExperimentConfig, load_config
 
     spec = {**NETS, **(defs or {})}[name]
@@ -59,7 +61,10 @@ def net_config(name: str, batch: int, defs: dict | None = None):
         cfg = load_config(spec["config"]).with_overrides(batch_size=batch, epochs=1)
         return cfg, 784
     cfg = ExperimentConfig().with_overrides(batch_size=batch, epochs=1)
-    cfg = type(cfg)(data=cfg.data, model=type(cfg.model)(hidden=list(spec["hidden"])), train=cfg.train,
+    hidden = list(spec["hidden"])
+    if spec.get("per_rank") and world > len(hidden):
+        hidden += hidden[-1:] * (world - len(hidden))
+    cfg = type(cfg)(data=cfg.data, model=type(cfg.model)(hidden=hidden), train=cfg.train,
                     rule=cfg.rule, backprop=cfg.backprop)
     return cfg, spec["n_in"]
 

@@ -29,6 +29,11 @@ import statistics
 GBIT = 1e9 / 8  # bytes per second of 1 Gb/s
 
 
+def measured_cases(group: dict) -> list[dict]:
+    """The cases of a rank group that were measured (not skipped, e.g. a net with fewer layers than ranks)."""
+    return [c for c in group["cases"] if "skipped" not in c]
+
+
 def fit_link(points: list[dict]) -> dict:
     """Least-squares alpha (s) and beta (bytes/s) of one-way times ``points`` [{"bytes", "s"}]."""
     if not points:
@@ -158,7 +163,7 @@ def fit_overheads(groups: list[dict], costs_of: dict) -> dict:
     out = {}
     for sched in ("gpipe", "1f1b", "interleaved-zb", "zbv"):
         arms = [(case, name, statistics.median(v), costs_of[str(grp["world"])]) for grp in groups
-                for case in grp["cases"] for name, v in case["examples_per_s"].items()
+                for case in measured_cases(grp) for name, v in case["examples_per_s"].items()
                 if name.split()[:2] == ["backprop", sched]]
         if not arms:
             continue
@@ -247,7 +252,7 @@ def fit_and_predict(result: dict) -> dict:
     out["overheads"] = fit_overheads(result["groups"], costs_of)
     for grp in result["groups"]:
         costs = costs_of[str(grp["world"])] | {"overhead": out["overheads"]}
-        for case in grp["cases"]:
+        for case in measured_cases(grp):
             for name, vals in case["examples_per_s"].items():
                 pred = _arm_prediction(name, case, costs)
                 meas = statistics.median(vals)
@@ -257,7 +262,7 @@ def fit_and_predict(result: dict) -> dict:
     net_link = {"alpha_s": 50e-6, "beta_Bps": 10 * GBIT}
     out["network"] = {"alpha_s": 50e-6, "gbit_s": 10}
     for grp in result["groups"]:
-        for case in grp["cases"]:
+        for case in measured_cases(grp):
             if case["net"] != "mlp-even":
                 continue
             key = f"{case['net']} batch {case['batch']}"
