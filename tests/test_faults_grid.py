@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from procs import alive, children
 
 from localstdp import evaluation as E
 from localstdp.cli import main
@@ -228,22 +229,6 @@ def test_a_damaged_unit_file_is_run_again_never_trusted(tmp_path, stopped, refer
 # SIGTERM to `reproduce --jobs 2` after it finished some work
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 SIGTERM_ARGS = ["reproduce", "--tasks", TASK, "--seeds", "2", "--frontier-seeds", "0", "--methods", "local",
@@ -261,7 +246,7 @@ def test_sigterm_to_a_two_job_run_stops_every_worker_keeps_finished_work_and_res
     deadline = time.monotonic() + 180
     try:
         while time.monotonic() < deadline:  # the first finished model (or unit), then SIGTERM at once
-            workers |= {k for k in _children(proc.pid)
+            workers |= {k for k in children(proc.pid)
                         if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text(errors="replace")}
             if list((out / UNITS).glob(f"*/*/{PART}")) or list((out / UNITS).glob("*.json")):
                 break
@@ -279,9 +264,9 @@ def test_sigterm_to_a_two_job_run_stops_every_worker_keeps_finished_work_and_res
     units, models = (int(w) for w in line.split("interrupted: ")[1].replace(" finished unit(s) and", "").split()[:2])
     assert units + models >= 1 and "Traceback" not in err
     deadline = time.monotonic() + 15
-    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+    while any(alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert len(workers) == 2 and not any(_alive(w) for w in workers), "a worker outlived the SIGTERM"
+    assert len(workers) == 2 and not any(alive(w) for w in workers), "a worker outlived the SIGTERM"
     assert no_temporary_files(out)
     kept_parts = [p.parent for p in (out / UNITS).glob(f"*/*/{PART}")]
     assert all(part_fingerprint(p) is not None for p in kept_parts)

@@ -12,26 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from procs import alive, children
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")  # a zombie has exited (its parent is gone; nobody reaps it)
 
 
 def _start(out: Path, pipes: bool = True) -> tuple[subprocess.Popen, list[int]]:
@@ -41,7 +26,7 @@ def _start(out: Path, pipes: bool = True) -> tuple[subprocess.Popen, list[int]]:
     proc = subprocess.Popen(cmd, stdout=io, stderr=io, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # the two workers (and the resource tracker) are running
-        kids = [k for k in _children(proc.pid) if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text(errors="replace")]
+        kids = [k for k in children(proc.pid) if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text(errors="replace")]
         if len(kids) >= 2:
             time.sleep(3)  # let them import and start a step
             return proc, kids
@@ -54,11 +39,11 @@ def _start(out: Path, pipes: bool = True) -> tuple[subprocess.Popen, list[int]]:
 def _gone(pids: list[int], within: float) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if not any(_alive(p) for p in pids):
+        if not any(alive(p) for p in pids):
             return True
         time.sleep(0.5)
     for p in pids:  # do not leave them running
-        if _alive(p):
+        if alive(p):
             os.kill(p, signal.SIGKILL)
     return False
 

@@ -25,6 +25,7 @@ import platform
 import statistics
 import time
 import uuid
+from unittest import mock
 
 import torch
 import torch.distributed as dist
@@ -160,17 +161,8 @@ def run_ranks(spec: ParallelSpec, nproc: int) -> dict:
     lc = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"bench-{uuid.uuid4().hex[:12]}",
                       rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.1,
                       start_method="forkserver", local_addr="127.0.0.1", shutdown_timeout=5)
-    env = {"OMP_NUM_THREADS": "1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": "1"}):  # the workers' OpenMP: one thread each
         return elastic_launch(lc, _worker)(spec)[0]
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def run_parallel_bench(spec: ParallelSpec, ranks: list[int], progress=print) -> dict:

@@ -6,6 +6,7 @@ schedules on the same split) and the per-stage profile the scaling model needs."
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
 
@@ -209,7 +210,7 @@ class _Case:
         N = self.g.world
         plan, reps = self.pipe.plan, 5
         out = {"unit_costs": self.unit_costs, "split": [list(s) for s in self.split],
-               "unit_in_bytes": [4 * _numel(plan.shapes(u, 1)[0]) for u in range(len(self.unit_costs))]}
+               "unit_in_bytes": [4 * math.prod(plan.shapes(u, 1)[0]) for u in range(len(self.unit_costs))]}
         two = self.schedule_split("zbv")
         out["split_2n"] = [list(s) for s in two] if two is not None else None
         x, y = self.batch_xy(0)
@@ -247,7 +248,7 @@ class _Case:
                 out["local_forward_s"][str(shard)] = _median_time(lambda: _activity_layout(run, x[:shard]), reps)
         # message sizes of the local pipeline: head (int64 labels + flag) and the stage input tensors
         out["local_msg_bytes"] = [
-            8 * (self.batch + 1) + sum(4 * _numel(s) for s in plan.shapes(lo, self.batch)) for lo, _hi in self.split[1:]]
+            8 * (self.batch + 1) + sum(4 * math.prod(s) for s in plan.shapes(lo, self.batch)) for lo, _hi in self.split[1:]]
         out["params_bytes"] = 4 * sum(q.numel() for q in self.stack0.parameters())
         # backprop: forward + backward of each unit at every micro-batch size, the optimiser step
         # every power-of-two micro-batch count up to 64 (the model's predictions for more ranks) and the shard
@@ -285,13 +286,6 @@ def _plan_of(run):
     from ..parallel.stages import make_plan
 
     return make_plan("local", run.model, run.learner, run.ds.x_train[:1])
-
-
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
 
 
 def _median_time(fn, reps: int) -> float:

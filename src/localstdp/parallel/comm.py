@@ -96,13 +96,17 @@ class _Comm:
         self.wait(work, what)
         return t
 
+    def _collective(self, start, what: str) -> None:
+        """Start an async collective (``start()`` returns its work) and wait for it with the timeout."""
+        try:
+            work = start()
+        except RuntimeError as exc:
+            raise self.fail(what, exc) from None
+        self.wait(work, what)
+
     def broadcast(self, t: torch.Tensor, src: int, what: str) -> torch.Tensor:
         if self.world > 1:
-            try:
-                work = dist.broadcast(t, src, async_op=True)
-            except RuntimeError as exc:
-                raise self.fail(what, exc) from None
-            self.wait(work, what)
+            self._collective(lambda: dist.broadcast(t, src, async_op=True), what)
         return t
 
     def all_gather(self, t: torch.Tensor, what: str) -> list[torch.Tensor]:
@@ -110,20 +114,12 @@ class _Comm:
         if self.world == 1:
             return [t]
         out = [torch.empty_like(t) for _ in range(self.world)]
-        try:
-            work = dist.all_gather(out, t, async_op=True)
-        except RuntimeError as exc:
-            raise self.fail(what, exc) from None
-        self.wait(work, what)
+        self._collective(lambda: dist.all_gather(out, t, async_op=True), what)
         return out
 
     def all_reduce(self, t: torch.Tensor, what: str) -> torch.Tensor:
         if self.world > 1:
-            try:
-                work = dist.all_reduce(t, async_op=True)
-            except RuntimeError as exc:
-                raise self.fail(what, exc) from None
-            self.wait(work, what)
+            self._collective(lambda: dist.all_reduce(t, async_op=True), what)
         return t
 
 

@@ -78,9 +78,7 @@ def _activity_step(run: _Run, idx: torch.Tensor, b: int, stop_now: bool) -> tupl
     stop_all = float(got[0][0, width]) > 0
     cols, o = [], 0
     for shape in shapes:
-        k = 1
-        for d in shape:
-            k *= int(d)
+        k = math.prod(shape)
         cols.append(full[:, o : o + k].reshape(len(idx), *shape))
         o += k
     y = run.ds.y_train[idx]

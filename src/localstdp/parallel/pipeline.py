@@ -25,13 +25,6 @@ from .comm import _GO, _STOP, RECV_AHEAD, SEND_WINDOW, _Run
 log = logging.getLogger("localstdp.parallel")
 
 
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
-
-
 class _Layout:
     """Where the head and each tensor lie in the byte buffer of a micro-batch of ``bsz`` examples."""
 
@@ -46,7 +39,7 @@ class _Layout:
         self.offsets, o = [], 8 * self.head_n
         for shape in self.shapes:
             self.offsets.append(o)
-            o += item * _numel(shape)
+            o += item * math.prod(shape)
         self.nbytes = o
 
     def pack(self, head: torch.Tensor, outs: list[torch.Tensor]) -> torch.Tensor:
