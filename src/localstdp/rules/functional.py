@@ -192,6 +192,38 @@ def local_conv_update(
     return dW.view(post.shape[1], pre.shape[1], kh, kw), db
 
 
+def conv_error_update(pre: torch.Tensor, err: torch.Tensor, p: RuleParams, kernel_size, stride=1, padding=0, dilation=1,
+                      reduction: str = "mean", pre_mean: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`local_conv_update` in rate mode with theta 0 in closed form, from the error
+    ``err`` = target - post (batch, C_out, H', W') itself: with G the convolution's own weight
+    gradient of that error (``torch.nn.grad.conv2d_weight``; aten convolution_backward asked for the
+    weight and bias gradients, what backprop runs), G[o, c, u, v] = sum_(b,p) err[b, o, p] x[b, c, p + (u, v)]
+    with padding read as 0, and the unfolded patches' centring (every patch entry, padded ones
+    included, minus its channel's mean m_c) pulled out of the sum,
+
+        dW = eta <G - (sum_p err[o, p]) m_c>,   db = eta <sum_p err[o, p]> - sum_(c,u,v) dW[o, c, u, v] m_c.
+
+    No unfolded patches (batch x positions x C_in k k), their centred copy or their GEMM. Equal to
+    the unfold form within float rounding, not bit for bit (tests/test_conv_closed.py); what
+    LayerwiseRule runs for conv teaching "readout" and "position" in rate mode with theta 0."""
+    _check_reduction(reduction)
+    if p.mode != "rate" or p.theta > 0:
+        raise ValueError("the closed conv form holds in rate mode with theta = 0 only")
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (_pair(v) for v in (kernel_size, stride, padding, dilation))
+    B, C, H, W = pre.shape
+    out = ((H + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+    if err.ndim != 4 or err.shape[0] != B or tuple(err.shape[2:]) != out:
+        raise ValueError(f"err {tuple(err.shape)} is not the output of this convolution of pre {tuple(pre.shape)}")
+    shape = (err.shape[1], C, kh, kw)  # G and sum_(b,p) err (backprop's bias gradient) from one call:
+    _, G, e_sum = torch.ops.aten.convolution_backward(err, pre, err.new_empty(1).expand(shape), [shape[0]], (sh, sw),
+                                                      (ph, pw), (dh, dw), False, [0, 0], 1, (False, True, True))
+    scale = p.eta / B if reduction == "mean" else p.eta
+    if pre_mean is None:
+        return G.mul_(scale), e_sum * scale
+    dW = G.sub_(e_sum[:, None, None, None] * pre_mean[None, :, None, None]).mul_(scale)
+    return dW, e_sum * scale - dW.sum((2, 3)) @ pre_mean
+
+
 def pooled_conv_target(post: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-position targets that teach a conv channel through its spatial MEAN activity.
 

@@ -20,6 +20,7 @@ from torch import nn
 from .association import make_associations
 from .functional import (
     association_targets,
+    conv_error_update,
     fill_untaught,
     local_conv_update,
     local_update,
@@ -29,7 +30,7 @@ from .functional import (
 )
 from .fused import apply_local_update_
 from .params import ConvParams, RuleParams
-from .readout import readout_conv_target, readout_matrix
+from .readout import readout_conv_error, readout_conv_target, readout_matrix
 
 
 def units(layer: nn.Module) -> int:
@@ -73,9 +74,12 @@ class LayerwiseRule:
         self._absent: tuple[torch.Tensor, torch.Tensor] | None = None  # (a mask, 1 - mask)
         # rules/fused.py: False makes the covariance rule and fixed connectivity use the fused form
         # (no weight-sized buffer; equal within float rounding, not bit for bit). Every shipped
-        # MLP config runs the exact form (tests/test_mlp_unchanged.py). (A conv layer taught "pooled"
-        # in rate mode always takes functional.pooled_conv_update's closed form.)
+        # MLP config runs the exact form (tests/test_mlp_unchanged.py).
         self.exact_updates = True
+        # A conv layer in rate mode with theta 0 takes a closed form without unfolded patches ("pooled":
+        # functional.pooled_conv_update; "readout", "position": functional.conv_error_update), equal
+        # to the unfold form within float rounding; False: the unfold form (local_conv_update), the reference.
+        self.closed_conv = True
         self.seed = seed
         self._readouts: dict[int, torch.Tensor] = {}  # conv teaching "readout": layer -> its fixed readout
 
@@ -155,20 +159,24 @@ class LayerwiseRule:
         if c.teaching == "softhebb":
             dW = softhebb_conv_update(pre, layer.weight, p.eta, c.tau, layer.stride, conv_padding(layer), layer.dilation)
             return (dW * pre.shape[0] if reduction == "sum" else dW), zero_b
+        geometry = (layer.kernel_size, layer.stride, conv_padding(layer), layer.dilation, reduction)
+        closed = self.closed_conv and p.mode == "rate" and p.theta <= 0  # no unfolded patches (see __init__)
         if c.teaching == "readout":  # a fixed random readout of the layer's own map (rules/readout.py)
-            return local_conv_update(pre, post, readout_conv_target(post, y, self.readout(l, post)), p,
-                                     layer.kernel_size, layer.stride, conv_padding(layer), layer.dilation, reduction,
+            R = self.readout(l, post)
+            if closed:
+                return conv_error_update(pre, readout_conv_error(post, y, R), p, *geometry, self.pre_mean(l, pre))
+            return local_conv_update(pre, post, readout_conv_target(post, y, R), p, *geometry,
                                      pre_mean=self.pre_mean(l, pre))
         target = self.targets(l, y)  # (batch, channels), NaN where untaught
-        if c.teaching == "pooled" and p.mode == "rate" and p.theta <= 0:  # closed form, no unfolded patches
-            return pooled_conv_update(pre, post, target, p, layer.kernel_size, layer.stride, conv_padding(layer),
-                                      layer.dilation, reduction, pre_mean=self.pre_mean(l, pre))
+        if c.teaching == "pooled" and closed:
+            return pooled_conv_update(pre, post, target, p, *geometry, pre_mean=self.pre_mean(l, pre))
         if c.teaching == "pooled":
             target = pooled_conv_target(post, target)
         else:  # "position": the channel's target at every position
             target = fill_untaught(target[:, :, None, None].expand_as(post), post)
-        return local_conv_update(pre, post, target, p, layer.kernel_size, layer.stride, conv_padding(layer),
-                                 layer.dilation, reduction, pre_mean=self.pre_mean(l, pre))
+            if closed:
+                return conv_error_update(pre, target - post, p, *geometry, self.pre_mean(l, pre))
+        return local_conv_update(pre, post, target, p, *geometry, pre_mean=self.pre_mean(l, pre))
 
     def readout(self, l: int, post: torch.Tensor) -> torch.Tensor:
         """Conv layer ``l``'s fixed readout (conv teaching "readout"), drawn from the seed on first use."""

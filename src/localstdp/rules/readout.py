@@ -36,9 +36,14 @@ def readout_matrix(seed: int, layer: int, n_classes: int, size: int, dtype: torc
     return R.to(dtype=dtype, device=device)
 
 
-def readout_conv_target(post: torch.Tensor, y: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-    """post + e with e = -dL/dz of the readout loss above (post = sigmoid(z), shape (batch, C, H', W'))."""
+def readout_conv_error(post: torch.Tensor, y: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """e = -dL/dz of the readout loss above (post = sigmoid(z), shape (batch, C, H', W')), the shape of post."""
     a = post.flatten(1)
     g = -torch.softmax(a @ R.T, dim=1)
     g[torch.arange(len(y), device=g.device), y] += 1.0
-    return post + ((g @ R) * a * (1.0 - a)).view_as(post)
+    return torch.ops.aten.sigmoid_backward(g @ R, a).view_as(post)  # (g R) (1 - a) a in one pass (autograd's op)
+
+
+def readout_conv_target(post: torch.Tensor, y: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """post + e (:func:`readout_conv_error`): the per-position target of the unfold form."""
+    return post + readout_conv_error(post, y, R)
