@@ -26,11 +26,15 @@ lock: $(STAMP)
 
 # the fast suite; test-all adds the tests marked slow (what CI runs). One torch thread per process:
 # the tests are many small tensors, where a second thread only spins (and slowed the suite 2-10x).
+# Instead, one pytest worker per core (pytest-xdist); --dist loadscope keeps a module's tests on one
+# worker, so a module-scoped fixture (a tiny reproduce run, a dask cluster) is built once.
+# TEST_WORKERS=0 runs in this process alone.
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadscope
 
 test-all: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 reproduce: $(STAMP)
 	$(BIN)/localstdp reproduce --seeds $(SEEDS) --out $(OUT)

@@ -126,6 +126,7 @@ def _run_in_thread(args) -> tuple[threading.Thread, dict]:
     return th, box
 
 
+@pytest.mark.slow  # about 9 s idle: a dask worker SIGKILLed mid-unit
 def test_a_killed_worker_costs_time_not_results(cluster, reference, tmp_path):
     lc, client = cluster
     th, box = _run_in_thread([*TINY, "--scheduler", lc.scheduler_address, "--out", str(tmp_path)])
@@ -140,6 +141,7 @@ def test_a_killed_worker_costs_time_not_results(cluster, reference, tmp_path):
     client.wait_for_workers(2, timeout=60)  # the nanny started a new worker process
 
 
+@pytest.mark.slow  # about 12 s idle
 def test_a_unit_whose_workers_keep_dying_is_one_line_and_keeps_the_finished_units(cluster, reference, tmp_path,
                                                                                    capsys):
     lc, client = cluster

@@ -324,3 +324,20 @@ def test_frontier_rows_derived_from_the_panel_equal_running_the_frontier_unit():
         keep = ("robust_accuracy", "per_example", "clean_accuracy", "val_accuracy", "point", "knob", "value", "epoch")
         assert {k: derived[k] for k in keep} == {k: ran[k] for k in keep}, point
     assert {E.from_panel(p, cfg) for p in E.frontier_points(cfg)} == {None, "local", "backprop"}
+
+
+def test_every_unit_of_a_run_records_where_its_time_went(tiny_run):
+    """issue 32: each unit record carries its phases (bench --reproduce sums them); a panel unit's are its
+    parts' (train, attack, certify, val_attack, diagnostics, the matched comparisons) plus the transfer."""
+    from localstdp.bench.reproduce import profile_run
+
+    out, res = tiny_run
+    prof = profile_run(out)
+    assert prof["units"] == len(list((out / "units").glob("*/*.json"))) and prof["units_without_phases"] == 0
+    panel = prof["kinds"]["panel"]
+    assert panel["units"] == 2 * len(TASKS)
+    assert {"train", "attack", "certify", "val_attack", "diagnostics", "transfer"} <= set(panel["phases"])
+    assert all(v > 0 for v in panel["phases"].values())
+    assert {"train", "attack", "val_attack"} <= set(prof["kinds"]["frontier local"]["phases"])
+    # the phases are the steps' work: less than the run's wall time (one process here), most of it
+    assert 0.5 * res["settings"]["wall_seconds"] < prof["phase_seconds"] < res["settings"]["wall_seconds"]

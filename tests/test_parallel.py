@@ -230,6 +230,7 @@ def _env():
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
 
 
+@pytest.mark.slow  # about 5 s idle: a torchrun group, a rank SIGKILLed
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the workers")
 def test_killed_worker_ends_nproc_run_nonzero(tmp_path):
     out = tmp_path / "run"
@@ -259,6 +260,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # about 5 s idle: waits out a collective timeout
 def test_hung_peer_times_out_under_torchrun_env(tmp_path):
     """Two processes joined through torchrun's variables; one stops (SIGSTOP): the other must
     give up after --dist-timeout with one error line and exit status 1."""

@@ -48,6 +48,7 @@ def _gone(pids: list[int], within: float) -> bool:
     return False
 
 
+@pytest.mark.slow  # about 15 s idle: two reproduce runs with two workers each, stopped
 def test_sigterm_stops_like_ctrl_c_and_sigkill_leaves_no_worker_running(tmp_path):
     proc, workers = _start(tmp_path / "term")
     proc.send_signal(signal.SIGTERM)

@@ -45,6 +45,16 @@ def _add_bench(sub) -> None:
     p.add_argument("--nets", nargs="+", metavar="NET", help="with --parallel: mlp-uneven, mlp-even, cnn (default all)")
     p.add_argument("--batch-sizes", type=int, nargs="+", metavar="B", help="with --parallel: default 64 256")
     p.add_argument("--no-reproduce", action="store_true", help="with --attacks: skip the reproduce run")
+    p.add_argument("--reproduce", action="store_true",
+                   help="instead: profile the main job -- run `make reproduce`'s command (localstdp reproduce "
+                        "--seeds 3) into --run-dir, time it, and sum its units' phases (train, attacks, "
+                        f"certificates, ...) by kind of unit; writes --out (default {DEFAULT_DIR}/reproduce.json) "
+                        f"and --md (default {DEFAULT_DIR}/reproduce.md)")
+    p.add_argument("--from", dest="from_dir", metavar="DIR",
+                   help="with --reproduce: profile this finished reproduce output instead of running one")
+    p.add_argument("--run-dir", default=f"{DEFAULT_DIR}/reproduce-run",
+                   help=f"with --reproduce: where the run writes (default {DEFAULT_DIR}/reproduce-run; replaced)")
+    p.add_argument("--seeds", type=int, default=3, help="with --reproduce: panel seeds (default 3, as make reproduce)")
     p.add_argument("--report", metavar="JSON", help="do not measure: write the markdown report from this JSON")
     p.add_argument("--md", default=f"{DEFAULT_DIR}/BENCHMARKS.md",
                    help=f"markdown report path for --report (default {DEFAULT_DIR}/BENCHMARKS.md)")
@@ -177,11 +187,45 @@ def _write_parallel(result: dict, md: str, png: str, command: str) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from ..bench import write_json
+    from ..bench.reproduce import MAKE_REPRODUCE, profile_run, render_markdown, run_reproduce
+
+    out = f"{DEFAULT_DIR}/reproduce.json" if args.out == f"{DEFAULT_DIR}/bench.json" else args.out
+    md = f"{DEFAULT_DIR}/reproduce.md" if args.md == f"{DEFAULT_DIR}/BENCHMARKS.md" else args.md
+    if args.seeds < 1:
+        raise ConfigError(f"bench --seeds: {args.seeds}: expected 1 or more")
+    refuse_to_replace([out, md], args.force)
+    if args.from_dir:
+        result = profile_run(args.from_dir)
+        words = ["localstdp", "bench", "--reproduce", "--from", args.from_dir]
+    else:
+        run_dir = Path(args.run_dir)
+        if run_dir.exists() and _tracked(run_dir.absolute()):
+            raise ConfigError(f"bench --run-dir {run_dir}: tracked by git; the run would replace it")
+        result = run_reproduce(run_dir, args.seeds)
+        words = ["localstdp", "bench", "--reproduce"] + (["--seeds", str(args.seeds)] if args.seeds != 3 else [])
+    result["command"] = " ".join(shlex.quote(w) for w in words)
+    result.setdefault("reproduce", "localstdp " + " ".join(MAKE_REPRODUCE))
+    write_json(result, out)
+    text = render_markdown(result, result["command"])
+    try:
+        Path(md).parent.mkdir(parents=True, exist_ok=True)
+        Path(md).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"cannot write {md}: {exc.strerror or exc}") from None
+    print(text)
+    print(f"-> {out}, {md}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from ..bench import TARGETS, run_bench, write_json, write_report
 
     if args.parallel:
         return cmd_parallel(args)
+    if args.reproduce:
+        return cmd_reproduce(args)
     if args.attacks is not None:
         return cmd_attacks(args)
     if args.report:

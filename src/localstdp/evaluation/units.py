@@ -42,6 +42,7 @@ from ..robustness.suite import (
     masking_checks,
 )
 from ..train import MODEL, load_run, train
+from . import phases
 from .diagnostics import model_diagnostics
 from .methods import PANEL, closest_epoch, method_config, selected_epoch
 from .points import point_config, point_fields, point_name
@@ -72,7 +73,8 @@ def train_method(cfg: ExperimentConfig, method: str, ds: Dataset, seed: int, epo
         if step == 1 and say is not None:
             say(f"epoch {epoch + 1}/{total}")
 
-    m = train(mcfg, spec.learner, None, dataset=ds, keep_epochs=True, step_hook=hook)
+    with phases.phase("train"):
+        m = train(mcfg, spec.learner, None, dataset=ds, keep_epochs=True, step_hook=hook)
     e = selected_epoch(m["history"], spec.early_stop)
     model = m.pop("model")
     states = m.pop("epoch_states")
@@ -95,14 +97,16 @@ def _attack(model, ds: Dataset, idx: np.ndarray, settings: GridSettings, eps: Se
     gets a status line per eps. ``worst_only``: the worst case alone, survivors only (frontier
     points, matched comparisons)."""
     x, y = ds.x_test[idx].numpy(), ds.y_test[idx].numpy()
-    res = attack_suite(model, x, y, ds.input_shape, ds.n_classes,
-                       dataclasses.replace(settings.attacks, eps=tuple(eps)), seed=seed, progress=say,
-                       worst_only=worst_only)
+    with phases.phase("attack"):
+        res = attack_suite(model, x, y, ds.input_shape, ds.n_classes,
+                           dataclasses.replace(settings.attacks, eps=tuple(eps)), seed=seed, progress=say,
+                           worst_only=worst_only)
     if settings.certify:
         from ..robustness.bounds import certified_correct, supports
 
         if supports(model):  # not for e.g. Forward-Forward's label scorer: no bound, no entry
-            res.correct["certified"] = {eps_key(e): certified_correct(model, x, y, e) for e in eps}
+            with phases.phase("certify"):
+                res.correct["certified"] = {eps_key(e): certified_correct(model, x, y, e) for e in eps}
     return res
 
 
@@ -115,9 +119,10 @@ def val_robust(model, ds: Dataset, settings: GridSettings, seed: int,
         return None
     idx = attack_indices(len(ds.y_val), settings.val_attack, seed=VAL_ATTACK_SEED)
     x, y = ds.x_val[idx].numpy(), ds.y_val[idx].numpy()
-    res = attack_suite(model, x, y, ds.input_shape, ds.n_classes,
-                       dataclasses.replace(settings.attacks, eps=tuple(settings.frontier_eps)), seed=seed,
-                       progress=say, worst_only=True)
+    with phases.phase("val_attack"):
+        res = attack_suite(model, x, y, ds.input_shape, ds.n_classes,
+                           dataclasses.replace(settings.attacks, eps=tuple(settings.frontier_eps)), seed=seed,
+                           progress=say, worst_only=True)
     add_worst(res)
     return {"n": len(idx), "clean": float(res.clean.mean()), "worst": res.accuracy()["worst"]}
 
@@ -168,6 +173,7 @@ class Part:
     val: dict | None = None  # val_robust(): the worst case on the validation split, when asked for
     # model_diagnostics(), when asked for: computed with the part (in a worker), not when the unit is assembled
     diagnostics: dict | None = None
+    phase_seconds: dict | None = None  # phases.take(): wall seconds of this part's work by kind (bench --reproduce)
 
 
 def panel_method(task: str, cfg: ExperimentConfig, ds: Dataset, seed: int, method: str, settings: GridSettings,
@@ -177,20 +183,23 @@ def panel_method(task: str, cfg: ExperimentConfig, ds: Dataset, seed: int, metho
     epoch weights), so a part needs nothing but the local rule's to be complete."""
     if (method == "local") != (local is None):
         raise ValueError("the local rule's part comes first; every other method's needs it")
+    phases.take()  # this part's phases only
     idx = attack_indices(len(ds.y_test), settings.n_attack)
     t = train_method(cfg, method, ds, seed, settings.epochs, lambda s: say(f"{task} seed {seed}: train {method}, {s}"))
     suite = _attack(t.model, ds, idx, settings, settings.attacks.eps, seed,
                     lambda s: say(f"{task} seed {seed}: attack {method}, {s}"))
     matched = None
     if local is not None:
-        matched = _matched(task, seed, "local", method, {"local": local.trained, method: t},
-                           {"local": local.suite, method: suite}, ds, idx, settings, say)
+        with phases.phase("matched"):
+            matched = _matched(task, seed, "local", method, {"local": local.trained, method: t},
+                               {"local": local.suite, method: suite}, ds, idx, settings, say)
     val = val_robust(t.model, ds, settings, seed, lambda s: say(f"{task} seed {seed}: validation attack {method}, {s}"))
     diagnostics = None
     if settings.diagnostics:
         say(f"{task} seed {seed}: diagnostics {method}")
-        diagnostics = model_diagnostics(t.model, ds, len(idx))
-    return Part(t, suite, matched, val, diagnostics)
+        with phases.phase("diagnostics"):
+            diagnostics = model_diagnostics(t.model, ds, len(idx))
+    return Part(t, suite, matched, val, diagnostics, phases.take())
 
 
 def assemble_panel(task: str, ds: Dataset, seed: int, settings: GridSettings, parts: dict[str, Part]) -> dict:
@@ -200,13 +209,15 @@ def assemble_panel(task: str, ds: Dataset, seed: int, settings: GridSettings, pa
     idx = attack_indices(len(ds.y_test), settings.n_attack)
     y = ds.y_test[idx].numpy()
     suites = {m: dataclasses.replace(parts[m].suite, correct=dict(parts[m].suite.correct)) for m in settings.methods}
+    phases.take()
     for target in settings.methods:  # transfer: survive the PGD examples of every other method's model
         others = [m for m in settings.methods if m != target]
         tparts = []
-        for source in others:
-            tmp = SuiteResult(clean=suites[target].clean)
-            add_transfer(parts[target].trained.model, tmp, suites[source], y)
-            tparts.append(tmp.correct["transfer"])
+        with phases.phase("transfer"):
+            for source in others:
+                tmp = SuiteResult(clean=suites[target].clean)
+                add_transfer(parts[target].trained.model, tmp, suites[source], y)
+                tparts.append(tmp.correct["transfer"])
         if tparts:
             suites[target].correct["transfer"] = {k: np.logical_and.reduce([p[k] for p in tparts]) for k in tparts[0]}
     rows = []
@@ -217,7 +228,10 @@ def assemble_panel(task: str, ds: Dataset, seed: int, settings: GridSettings, pa
                    parts[method].val)
         rows.append(row | {"checks": checks["checks"], "check_values": checks["values"]})
     matched = [parts[m].matched for m in settings.methods if m != "local" and parts[m].matched is not None]
-    return {"rows": rows, "matched": matched}
+    spent = phases.take()
+    for m in settings.methods:
+        spent = phases.add(spent, parts[m].phase_seconds)
+    return {"rows": rows, "matched": matched, "phase_seconds": spent}
 
 
 def panel_unit(task: str, cfg: ExperimentConfig, ds: Dataset, seed: int, settings: GridSettings,
@@ -293,7 +307,7 @@ def save_part(path: Path, method: str, part: Part, fingerprint: str) -> None:
     # sorted when written, and results.json keeps the order they were made in
     meta = {"kind": "panel-part", "fingerprint": fingerprint, "method": method, "epoch": t.epoch,
             "metrics": json.dumps(t.metrics), "matched": json.dumps(part.matched), "val": json.dumps(part.val),
-            "diagnostics": json.dumps(part.diagnostics),
+            "diagnostics": json.dumps(part.diagnostics), "phases": json.dumps(part.phase_seconds),
             "zero_gradient_fraction": s.zero_gradient_fraction,
             "correct": json.dumps([[a, list(per)] for a, per in s.correct.items()]),
             "adversarial": json.dumps([[k, len(v)] for k, v in s.adversarial.items()]),
@@ -332,7 +346,7 @@ def load_part(path: Path) -> Part:
               for e in range(int(meta["states"]))]
     return Part(Trained(model, json.loads(meta["metrics"]), int(meta["epoch"]), states, cfg), suite,
                 json.loads(meta["matched"]), json.loads(meta.get("val", "null")),
-                json.loads(meta.get("diagnostics", "null")))
+                json.loads(meta.get("diagnostics", "null")), json.loads(meta.get("phases", "null")))
 
 
 def _own_attacks(res: SuiteResult, keys: Sequence[str]) -> SuiteResult:
@@ -373,6 +387,7 @@ def _matched(task, seed, a, b, trained, suites, ds, idx, settings, say) -> dict 
 def frontier_unit(task: str, cfg: ExperimentConfig, ds: Dataset, point: dict, seed: int, settings: GridSettings,
                   say: Callable[[str], None] = lambda s: None) -> dict:
     """One frontier point and seed: clean accuracy and robust accuracy at frontier_eps (own attacks)."""
+    phases.take()  # this unit's phases only
     idx = attack_indices(len(ds.y_test), settings.n_attack)
     epochs = None if point["knob"] == "train.epochs" else settings.epochs
     t = train_method(point_config(cfg, point), point["method"], ds, seed, epochs,
@@ -384,7 +399,7 @@ def frontier_unit(task: str, cfg: ExperimentConfig, ds: Dataset, point: dict, se
                      lambda s: say(f"{task} frontier {point_name(point)} seed {seed}: validation attack, {s}"))
     row = _row(task, point["method"], seed, t, ds, res, len(idx), val=val)
     row.pop("history")
-    return {"rows": [row | point_fields(point)]}
+    return {"rows": [row | point_fields(point)], "phase_seconds": phases.take()}
 
 
 def frontier_row_from_panel(row: dict, point: dict, frontier_eps: Sequence[float]) -> dict:
