@@ -9,10 +9,18 @@ import pytest
 import torch
 
 from localstdp.model import build_model
-from localstdp.rules import LocalRule, RuleParams
-from localstdp.rules.functional import latency, local_update, timing_direct
+from localstdp.rules import LocalRule, RuleParams, timing
+from localstdp.rules.functional import latency, local_update, local_update_reference, spike_mask, timing_direct
 from localstdp.rules.fused import apply_local_update_
-from localstdp.rules.timing import binned_error_bound, binned_factors, resolve_backend, timing_binned, timing_update
+from localstdp.rules.timing import (
+    binned_error_bound,
+    binned_factors,
+    resolve_backend,
+    timing_apply_,
+    timing_binned,
+    timing_gather,
+    timing_update,
+)
 
 WINDOWS = [
     {},  # the default symmetric window: kappa continuous at D = 0
@@ -59,13 +67,88 @@ def test_bound_formula_and_convergence():
     assert errs[2] < 0.01
 
 
-def test_binned_exact_when_post_spikes_lie_on_the_clock():
+@pytest.mark.parametrize("backend", [timing_binned, timing_gather])
+def test_binned_exact_when_post_spikes_lie_on_the_clock(backend):
     p = RuleParams(mode="timing", time_bins=8, A_plus=0.7, tau_plus=0.3)
     pre, _, e = _layer(1, n_out=8)
     centres = (torch.arange(8, dtype=torch.float64) + 0.5) / 8
     post = (1 - centres).float().expand(pre.shape[0], 8).contiguous()  # t_post = c_k exactly
-    torch.testing.assert_close(timing_binned(pre, post, e, pre, p), timing_direct(pre, post, e, pre, p),
+    torch.testing.assert_close(backend(pre, post, e, pre, p), timing_direct(pre, post, e, pre, p),
                                rtol=1e-5, atol=1e-6)
+
+
+# the gather backend: the binned sum (same clock, same kernel values) as one weighted gather
+
+GATHER_CASES = [  # seed, (batch, n_in, n_out), K, window, theta, centred pre factor
+    (0, (48, 30, 20), 16, {}, 0.0, False),
+    (1, (33, 17, 41), 5, WINDOWS[1], 0.25, False),
+    (2, (64, 50, 7), 32, WINDOWS[2], 0.0, True),
+    (3, (20, 64, 64), 64, {"A_plus": 0.2, "A_minus": 0.6, "tau_plus": 0.3, "tau_minus": 0.3}, 0.3, True),
+]
+
+
+def _gather_case(seed, shape, theta, centred, dtype):
+    """(pre, post, masked error, masked and possibly centred pre factor) as local_update forms them."""
+    pre, post, e = (t.to(dtype) for t in _layer(seed, *shape))
+    x = pre if theta == 0 else pre * (pre >= theta)
+    e = e if theta == 0 else e * (post >= theta)
+    x = x - 0.9 * pre.mean(0) if centred else x  # the covariance rule's factor: negative values too
+    return pre, post, e, x
+
+
+def _scale(e, x, p):
+    """sum_b |e_bj| |x_bi| max(cP, cM): what every bound below is relative to."""
+    return (e.abs().T @ x.abs()).double() * max(p.A_plus / p.tau_plus, p.A_minus / p.tau_minus)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("seed,shape,bins,window,theta,centred", GATHER_CASES)
+@pytest.mark.parametrize("pieces", [None, (512, 7)])  # default, or small tables and column chunks with remainders
+def test_gather_equals_binned_within_rounding(dtype, seed, shape, bins, window, theta, centred, pieces, monkeypatch):
+    if pieces:
+        monkeypatch.setattr(timing, "GATHER_TABLE_BYTES", pieces[0])
+        monkeypatch.setattr(timing, "GATHER_CHUNK", pieces[1])
+    p = RuleParams(mode="timing", time_bins=bins, **window)
+    pre, post, e, x = _gather_case(seed, shape, theta, centred, dtype)
+    binned = timing_binned(x, post, e, pre, p).double()
+    gather = timing_gather(x, post, e, pre, p)
+    assert gather.dtype == dtype and gather.shape == binned.shape
+    rounding = (1e-5 if dtype == torch.float32 else 1e-13) * _scale(e, x, p)
+    assert ((gather.double() - binned).abs() <= rounding).all()
+    W = torch.randn(shape[2], shape[1], dtype=dtype, generator=torch.Generator().manual_seed(seed))
+    into = timing_gather(x, post, e, pre, p, out=W.clone(), alpha=-0.3)  # in place: W - 0.3 S
+    assert ((into.double() - (W.double() - 0.3 * binned)).abs() <= 0.3 * rounding + 1e-6 * W.abs().double()).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("seed,shape,bins,window,theta,centred", GATHER_CASES)
+def test_gather_error_within_stated_bound_of_direct(dtype, seed, shape, bins, window, theta, centred):
+    p = RuleParams(mode="timing", time_bins=bins, **window)
+    pre, post, e, x = _gather_case(seed, shape, theta, centred, dtype)
+    direct = timing_direct(x, post, e, pre, p).double()
+    err = (timing_gather(x, post, e, pre, p).double() - direct).abs()
+    bound = binned_error_bound(p) * (e.abs().T @ x.abs()).double()
+    assert (err <= bound + (1e-5 if dtype == torch.float32 else 1e-12) * _scale(e, x, p)).all()
+    assert err.max() > 1e3 * (1e-7 if dtype == torch.float32 else 1e-16) * _scale(e, x, p).max()  # rounding is real
+
+
+@pytest.mark.parametrize("theta,centred,window", [(0.0, False, {}), (0.3, False, WINDOWS[1]), (0.2, True, WINDOWS[2])])
+def test_gather_update_against_per_synapse_reference(theta, centred, window):
+    p = RuleParams(mode="timing", timing_backend="gather", time_bins=4, eta=0.7, theta=theta, **window)
+    g = torch.Generator().manual_seed(7)
+    pre, post = torch.rand(10, 6, generator=g, dtype=torch.float64), torch.rand(10, 5, generator=g, dtype=torch.float64)
+    target = torch.rand(10, 5, generator=g, dtype=torch.float64)
+    m = pre.mean(0) if centred else None
+    dW, db = local_update(pre, post, target, p, pre_mean=m)
+    ref_dW, ref_db = (torch.tensor(v, dtype=torch.float64) for v in local_update_reference(pre, post, target, p, m))
+    pre_mask, post_mask = spike_mask(pre, theta), spike_mask(post, theta)
+    e = (target - post) * (1 if post_mask is None else post_mask)
+    x = (pre if pre_mask is None else pre * pre_mask) - (0 if m is None else m)
+    bound = p.eta / 10 * binned_error_bound(p) * (e.abs().T @ x.abs())  # eps(K) per kernel value, batch mean
+    assert ((dW - ref_dW).abs() <= bound + 1e-12).all()
+    assert (dW - ref_dW).abs().max() > 1e-4  # K = 4: the clock's rounding is visible
+    db_bound = 0 if m is None else bound @ m.abs()  # the bias absorbs -dW m
+    assert ((db - ref_db).abs() <= db_bound + 1e-12).all()
 
 
 def test_binned_factor_shapes_stay_linear_in_width():
@@ -82,13 +165,20 @@ def test_binned_factor_shapes_stay_linear_in_width():
 def test_dispatch():
     small = RuleParams(mode="timing", timing_backend="auto")
     assert resolve_backend(small, 8, 10, 10) == "direct"
-    assert resolve_backend(small, 256, 1024, 1024) == "binned"
+    assert resolve_backend(small, 256, 1024, 1024) == "gather"  # K = 32 clock steps (the default)
+    assert resolve_backend(RuleParams(mode="timing", time_bins=timing.GATHER_MIN_BINS - 1), 256, 1024, 1024) == "binned"
+    assert resolve_backend(RuleParams(mode="timing", time_bins=timing.GATHER_MIN_BINS), 256, 1024, 1024) == "gather"
     assert resolve_backend(RuleParams(mode="timing", timing_backend="binned"), 1, 1, 1) == "binned"
+    assert resolve_backend(RuleParams(mode="timing", timing_backend="gather"), 1, 1, 1) == "gather"
     pre, post, e = _layer(3)
     direct = RuleParams(mode="timing", timing_backend="direct")
     binned = RuleParams(mode="timing", timing_backend="binned", time_bins=4)
     torch.testing.assert_close(timing_update(pre, post, e, pre, direct), timing_direct(pre, post, e, pre, direct))
     torch.testing.assert_close(timing_update(pre, post, e, pre, binned), timing_binned(pre, post, e, pre, binned))
+    gather = RuleParams(mode="timing", timing_backend="gather", time_bins=4)
+    torch.testing.assert_close(timing_update(pre, post, e, pre, gather), timing_gather(pre, post, e, pre, gather))
+    with pytest.raises(ValueError, match="no in-place form"):
+        timing_apply_(torch.zeros(20, 30), pre, post, e, pre, direct, 1.0)
 
 
 @pytest.mark.parametrize(
@@ -98,6 +188,8 @@ def test_dispatch():
         RuleParams(mode="rate", eta=0.3, theta=0.4),
         RuleParams(mode="timing", eta=0.3, timing_backend="binned", time_bins=5, theta=0.3),
         RuleParams(mode="timing", eta=0.3, timing_backend="direct"),
+        RuleParams(mode="timing", eta=0.3, timing_backend="gather", time_bins=9, theta=0.3),
+        RuleParams(mode="timing", eta=0.3, timing_backend="gather", time_bins=6, A_plus=1.0, tau_plus=0.2),
         RuleParams(mode="two-phase", eta=0.3),
     ],
 )
@@ -113,10 +205,10 @@ def test_in_place_update_equals_local_update(params):
     torch.testing.assert_close(b2, b + db, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["rate", "timing"])
-def test_learner_step_applies_every_layers_update_from_one_forward(mode):
+@pytest.mark.parametrize("mode,backend", [("rate", "binned"), ("timing", "binned"), ("timing", "gather")])
+def test_learner_step_applies_every_layers_update_from_one_forward(mode, backend):
     model = build_model(12, [16, 9], 3, "sigmoid", seed=0)
-    params = RuleParams(mode=mode, eta=0.4, timing_backend="binned", time_bins=7)
+    params = RuleParams(mode=mode, eta=0.4, timing_backend=backend, time_bins=7)
     rule = LocalRule(model, params, n_classes=3, seed=0)
     g = torch.Generator().manual_seed(6)
     x, y = torch.rand(10, 12, generator=g), torch.randint(0, 3, (10,), generator=g)
@@ -141,13 +233,15 @@ def test_cached_targets_equal_association_targets_and_follow_a_new_map():
     assert torch.equal(rule.targets(0, y), association_targets(rule.associations[0], y, 0.9, 0.1))
 
 
-@pytest.mark.parametrize("mode", ["rate", "timing"])
-def test_step_allocates_nothing_weight_sized(mode):
+@pytest.mark.parametrize("mode,backend,width", [("rate", "binned", 512), ("timing", "binned", 512),
+                                                ("timing", "gather", 1024)])
+def test_step_allocates_nothing_weight_sized(mode, backend, width):
     from localstdp.bench import peak_step_memory
 
-    model = build_model(512, [512], 10, "sigmoid", seed=0)  # one 512 x 512 weight = 1 MiB
-    rule = LocalRule(model, RuleParams(mode=mode, timing_backend="binned", time_bins=4), n_classes=10, seed=0)
-    x, y = torch.rand(4, 512), torch.arange(4)
+    # one width x width weight (1 or 4 MiB); the gather's largest buffer is one n_out x GATHER_CHUNK slice
+    model = build_model(width, [width], 10, "sigmoid", seed=0)
+    rule = LocalRule(model, RuleParams(mode=mode, timing_backend=backend, time_bins=4), n_classes=10, seed=0)
+    x, y = torch.rand(4, width), torch.arange(4)
     rule.step(x, y)
     peak = peak_step_memory(lambda: rule.step(x, y), torch.device("cpu"))
-    assert 0 < peak < 512 * 512 * 4 // 4  # activations and factors only: far below one weight
+    assert 0 < peak < width * width * 4 // 4  # activations and factors only: far below one weight

@@ -8,11 +8,12 @@ flops(backprop) / flops(rate) ~= 1.28. The benchmark measures, with warm-up, int
 
 - ``rate_vs_backprop_speedup``: backprop epoch time / rate epoch time (median of the per-repeat
   ratios; backprop is plain SGD, no momentum, cross-entropy, torch.autograd);
-- ``timing_vs_rate_cost``: timing epoch time / rate epoch time (binned backend, ``time_bins`` K);
+- ``timing_vs_rate_cost``: timing epoch time / rate epoch time (``timing_backend``, default the
+  gather, with ``time_bins`` K);
 - ``gemm_efficiency``: achieved FLOP/s of rate-mode training / FLOP/s of the same GEMMs (same
   shapes, same order, preallocated outputs) timed in the same repeats;
 - peak memory of one training step of each method; time per batch against width and batch size;
-- the cost and the error of the timing mode against K;
+- the cost and the error of the timing mode against K, for the gather and the binned backend;
 - ``--configs`` (configs.py): one epoch of every shipped config, the local rule against backprop on
   the config's own network and data; ``--rules``: the peer local rules beside ours and backprop.
 
@@ -34,7 +35,7 @@ import torch
 from ..errors import LocalSTDPError
 from ..model import build_model
 from ..rules import RuleParams
-from ..rules.timing import binned_error_bound, timing_binned, timing_direct
+from ..rules.timing import binned_error_bound, timing_binned, timing_direct, timing_gather
 from .core import interleaved, load_average, machine_info, op_breakdown, paired_ratio, peak_step_memory, stepper
 from .workload import N_CLASSES, N_FEATURES, QUICK, BenchSpec, make_learner, method_flops, synthetic_batches
 
@@ -69,8 +70,8 @@ class GemmReference:
 
 
 def timing_error(widths: list[int], spec: BenchSpec, time_bins: int, n: int = 16) -> dict[str, float]:
-    """Binned vs direct timing update of the first hidden layer on the benchmark's own activities
-    (``n`` examples): relative Frobenius error, and the stated per-kernel bound eps(K)."""
+    """Binned and gather vs direct timing update of the first hidden layer on the benchmark's own
+    activities (``n`` examples): relative Frobenius errors, and the stated per-kernel bound eps(K)."""
     model = build_model(widths[0], widths[1:-1], widths[-1], "sigmoid", spec.seed)
     x, _ = synthetic_batches(1, n, widths[0], torch.device("cpu"), spec.seed + 1)[0]
     with torch.no_grad():
@@ -80,8 +81,9 @@ def timing_error(widths: list[int], spec: BenchSpec, time_bins: int, n: int = 16
     e = torch.where(torch.rand(post.shape, generator=g) < 0.1, 0.9, 0.1) - post  # association-like targets
     p = RuleParams(mode="timing", time_bins=time_bins)
     direct = timing_direct(pre, post, e, pre, p)
-    binned = timing_binned(pre, post, e, pre, p)
-    return {"rel_error": float((binned - direct).norm() / direct.norm()), "kernel_error_bound": binned_error_bound(p)}
+    rel = {name: float((f(pre, post, e, pre, p) - direct).norm() / direct.norm())
+           for name, f in (("binned", timing_binned), ("gather", timing_gather))}
+    return {"rel_error": rel["binned"], "rel_error_gather": rel["gather"], "kernel_error_bound": binned_error_bound(p)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -101,7 +103,8 @@ def headline(spec: BenchSpec, device: torch.device) -> dict:
              spec.epoch_batches, spec.repeats)
     times = interleaved(fns, spec.epoch_batches, spec.repeats, spec.warmup, device)
     med = {k: statistics.median(v) for k, v in times.items()}
-    flops = {m: method_flops(m, widths, spec.batch, spec.time_bins) * spec.epoch_batches for m in METHODS}
+    flops = {m: method_flops(m, widths, spec.batch, spec.time_bins, spec.timing_backend) * spec.epoch_batches
+             for m in METHODS}
     flops["gemm"] = flops["rate"]
     x0, y0 = batches[0]
     memory = {m: peak_step_memory(lambda lrn=lrn: lrn.step(x0, y0), device) for m, lrn in learners.items()}
@@ -113,6 +116,7 @@ def headline(spec: BenchSpec, device: torch.device) -> dict:
         "epoch_batches": spec.epoch_batches,
         "epoch_examples": spec.epoch_batches * spec.batch,
         "time_bins": spec.time_bins,
+        "timing_backend": spec.timing_backend,
         "epoch_seconds": times,
         "epoch_seconds_median": med,
         "epoch_seconds_min": {k: min(v) for k, v in times.items()},
@@ -152,19 +156,26 @@ def scaling(spec: BenchSpec, device: torch.device) -> dict:
 
 
 def bins_sweep(spec: BenchSpec, device: torch.device) -> list[dict]:
-    """Cost (timing step / rate step, interleaved) and error of the timing mode for each K."""
+    """Cost (timing step / rate step, interleaved) and error of the timing mode for each K: one row
+    per K with the headline backend's numbers at the top level and every backend of
+    ``spec.bins_backends`` under "backends"."""
     widths = [N_FEATURES, *spec.hidden, N_CLASSES]
     batches = synthetic_batches(spec.bins_steps, spec.batch, N_FEATURES, device, spec.seed)
     fns = {"rate": stepper(make_learner("rate", widths, spec, device).step, batches)}
+    backends = list(dict.fromkeys((spec.timing_backend, *spec.bins_backends)))
     for K in spec.bins_sweep:
-        fns[f"timing{K}"] = stepper(make_learner("timing", widths, spec, device, time_bins=K).step, batches)
-    log.info("bench %s: time_bins %s", device, list(spec.bins_sweep))
+        for b in backends:
+            fns[f"{b}{K}"] = stepper(make_learner("timing", widths, spec, device, K, b).step, batches)
+    log.info("bench %s: time_bins %s, backends %s", device, list(spec.bins_sweep), backends)
     times = interleaved(fns, spec.bins_steps, spec.scale_repeats, 1, device)
     rows = []
     for K in spec.bins_sweep:
-        rows.append({"time_bins": K, "timing_vs_rate_cost": paired_ratio(times[f"timing{K}"], times["rate"]),
-                     "seconds_per_batch": statistics.median(times[f"timing{K}"]) / spec.bins_steps,
-                     **timing_error(widths, spec, K)})
+        err = timing_error(widths, spec, K)
+        by = {b: {"timing_vs_rate_cost": paired_ratio(times[f"{b}{K}"], times["rate"]),
+                  "seconds_per_batch": statistics.median(times[f"{b}{K}"]) / spec.bins_steps,
+                  "rel_error": err["rel_error_gather" if b == "gather" else "rel_error"]} for b in backends}
+        rows.append({"time_bins": K, "backend": spec.timing_backend, **by[spec.timing_backend],
+                     "kernel_error_bound": err["kernel_error_bound"], "backends": by})
     return rows
 
 

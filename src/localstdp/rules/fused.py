@@ -2,8 +2,9 @@
 :func:`localstdp.rules.functional.local_update` (reduction "mean"), without its chain of temporaries.
 
 Plain rate mode is one ``addmm_`` per layer: W += (eta / B) e^T x, straight into the weight. The binned
-timing backend is one ``addmm_`` too, with the stacked (K * batch) factors. The direct timing form
-and the two-phase variant still build dW (they are references and research options).
+timing backend is one ``addmm_`` too, with the stacked (K * batch) factors; the gather backend adds
+into the weight one column chunk at a time (:func:`localstdp.rules.timing.timing_apply_`). The direct
+timing form and the two-phase variant still build dW (they are references and research options).
 
 The covariance rule (``pre_mean``, RuleParams.center) and fixed connectivity (``mask``, the
 receptive fields of ``model.receptive_field``) have two forms:
@@ -27,7 +28,7 @@ import torch
 
 from .functional import local_update, spike_mask
 from .params import RuleParams
-from .timing import binned_factors, resolve_backend
+from .timing import resolve_backend, timing_apply_
 
 
 def _check(pre: torch.Tensor, post: torch.Tensor, target: torch.Tensor) -> None:
@@ -61,7 +62,7 @@ def apply_local_update_(
         _check(pre, post, target)
         (_exact_rate_ if exact else _fused_rate_)(weight, bias, pre, post, target, p, pre_mean, mask, absent)
         return
-    fast_timing = p.mode == "timing" and resolve_backend(p, B, post.shape[1], pre.shape[1]) == "binned"
+    fast_timing = p.mode == "timing" and resolve_backend(p, B, post.shape[1], pre.shape[1]) != "direct"
     if p.mode != "rate" and not fast_timing:
         dW, db = local_update(pre, post, target, p)
         weight.add_(dW)
@@ -77,8 +78,7 @@ def apply_local_update_(
     if p.mode == "rate":
         weight.addmm_(e.T, x, alpha=scale)
     else:
-        E, A = binned_factors(x, post, e, pre, p)
-        weight.addmm_(E.T, A, alpha=scale)
+        timing_apply_(weight, x, post, e, pre, p, scale)  # binned: one addmm_; gather: in place by chunks
 
 
 def _factors(pre, post, target, p: RuleParams, pre_mean):

@@ -14,7 +14,7 @@ from ..errors import ConfigError
 
 MODES = ("rate", "timing", "two-phase")
 ASSOCIATIONS = ("onehot", "random", "pairs")
-TIMING_BACKENDS = ("direct", "binned", "auto")
+TIMING_BACKENDS = ("direct", "binned", "gather", "auto")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,10 @@ class RuleParams:
         association_density: fraction of classes a neuron is associated with under "random",
             in (0, 1).
         timing_backend: how timing mode is computed: "direct" (the batch x n_out x n_in form),
-            "binned" (spike times on a clock of ``time_bins`` steps, a few GEMMs) or "auto".
+            "binned" (post spike times on a clock of ``time_bins`` steps, one GEMM K times the rate
+            mode's), "gather" (the same clock and kernel values, summed as a gather with one rate-mode
+            GEMM's multiply-adds) or "auto" (direct while small, then gather for K >= 4, else binned;
+            docs/timing.md).
         time_bins: number of clock steps of the binned backend, >= 2.
         center: 0 (default) = off; in (0, 1): covariance rule. Each layer keeps every presynaptic
             neuron's running mean activity m (m <- center m + (1 - center) mean_batch(a_pre),
