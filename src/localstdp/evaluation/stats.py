@@ -89,6 +89,7 @@ tests for comparing supervised classification learning algorithms, Neural Comput
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -190,18 +191,34 @@ def _replicates(x: np.ndarray, n_boot: int, seed: int, chunk: int | None = None)
     equal replicates.
     """
     s_count, n = x.shape
-    rng = np.random.default_rng(seed)
-    seed_idx = rng.integers(0, s_count, size=(n_boot, s_count))
+    step = chunk if chunk is not None else max(1, _CHUNK_ELEMENTS // n)
+    seed_idx, blocks = _draws(s_count, n, n_boot, seed, step)
     xt = np.ascontiguousarray(x.T)  # (N, S)
     per_seed = np.empty((n_boot, s_count))  # per replicate: the mean of each seed over its examples
-    step = chunk if chunk is not None else max(1, _CHUNK_ELEMENTS // n)
+    start = 0
+    for counts in blocks:
+        per_seed[start:start + len(counts)] = (counts @ xt) / n
+        start += len(counts)
+    return np.take_along_axis(per_seed, seed_idx, axis=1).mean(axis=1)
+
+
+@functools.lru_cache(maxsize=3)
+def _draws(s_count: int, n: int, n_boot: int, seed: int, step: int) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The draws of :func:`_replicates` -- seed indices and, per row block, the example counts as floats --
+    which depend on the shape, ``n_boot`` and ``seed`` only: a run's many comparisons of the same shape
+    (every method pair, attack and eps of a task) draw them once (read-only, at most 3 shapes kept)."""
+    rng = np.random.default_rng(seed)
+    seed_idx = rng.integers(0, s_count, size=(n_boot, s_count))
+    blocks = []
     for start in range(0, n_boot, step):
         c = min(step, n_boot - start)
         idx = rng.integers(0, n, size=(c, n))
         idx += (np.arange(c) * n)[:, None]  # offset row r into its own block of bincount bins
-        counts = np.bincount(idx.ravel(), minlength=c * n).reshape(c, n)
-        per_seed[start:start + c] = (counts.astype(float) @ xt) / n
-    return np.take_along_axis(per_seed, seed_idx, axis=1).mean(axis=1)
+        counts = np.bincount(idx.ravel(), minlength=c * n).reshape(c, n).astype(float)
+        counts.setflags(write=False)
+        blocks.append(counts)
+    seed_idx.setflags(write=False)
+    return seed_idx, tuple(blocks)
 
 
 def _two_sided_p(reps: np.ndarray, null: float = 0.0) -> float:
