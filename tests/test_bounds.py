@@ -193,6 +193,21 @@ def test_certified_never_beats_attacks(digits):
     assert certified_accuracy(model, x, y, 0.1) == pytest.approx(measured[0.1][1])
 
 
+def test_bounding_only_the_attacks_survivors_gives_the_same_answer(digits):
+    """``among``: the examples an attack broke are not bounded (issue 32: the grid passes the survivors);
+    a sound bound certifies none of them, so the answer equals bounding every example."""
+    model, x, y = digits
+    for eps in (0.05, 0.1):
+        survived = _pgd(model, x, y, eps)
+        every = certified_correct(model, x, y, eps)
+        assert (~survived).sum() > 10 and np.array_equal(certified_correct(model, x, y, eps, among=survived), every)
+        half = survived & (np.arange(len(y)) % 2 == 0)  # fewer candidates: the rest come back False
+        assert np.array_equal(certified_correct(model, x, y, eps, among=half), every & half)
+    assert not certified_correct(model, x, y, 0.05, among=np.zeros(len(y), bool)).any()
+    with pytest.raises(ValueError, match="among"):
+        certified_correct(model, x, y, 0.05, among=np.ones(3, bool))
+
+
 def test_random_points_in_certified_boxes_keep_the_label(digits):
     model, x, y = digits
     eps = 0.1

@@ -8,12 +8,10 @@ accuracy comparisons (kept epoch weights, chosen on validation). It is made of o
 comes first), each kept on disk as it finishes (:func:`save_part`), and an assembly
 (:func:`assemble_panel`: transfer, worst case, checks) once every part is there, so a stopped run
 loses at most the parts in progress. Every file a run keeps carries a SHA-256 digest of its content
-(a part: of its tensors and of its model's; a unit record: of its JSON, :func:`unit_text`), so
-a file damaged between runs is found on resume and run again, never trusted (:func:`part_fingerprint`,
-:func:`read_unit`). A frontier unit trains one point of
-the robustness-accuracy frontier and attacks it at the frontier eps. Per-example correctness is kept
-(hex-packed) so the statistics can resample test examples.
-"""
+(a part: of its tensors and of its model's; a unit record: of its JSON, :func:`unit_text`), so a file damaged
+between runs is found on resume and run again, never trusted (:func:`part_fingerprint`, :func:`read_unit`). A
+frontier unit trains one point of the robustness-accuracy frontier and attacks it at the frontier eps.
+Per-example correctness is kept (hex-packed) so the statistics can resample test examples."""
 
 from __future__ import annotations
 
@@ -93,9 +91,9 @@ def model_file(method: str, t: Trained) -> tuple[dict, dict]:
 
 def _attack(model, ds: Dataset, idx: np.ndarray, settings: GridSettings, eps: Sequence[float], seed: int,
             say: Callable[[str], None] | None = None, worst_only: bool = False) -> SuiteResult:
-    """The attack suite at ``eps`` on the attacked examples, plus the certified accuracy; ``say``
-    gets a status line per eps. ``worst_only``: the worst case alone, survivors only (frontier
-    points, matched comparisons)."""
+    """The attack suite at ``eps`` on the attacked examples, plus the certified accuracy (bounds computed for
+    the attacks' survivors only: a sound bound certifies no example an attack broke); ``say`` gets a status
+    line per eps. ``worst_only``: the worst case alone, survivors only (frontier points, matched comparisons)."""
     x, y = ds.x_test[idx].numpy(), ds.y_test[idx].numpy()
     with phases.phase("attack"):
         res = attack_suite(model, x, y, ds.input_shape, ds.n_classes,
@@ -105,8 +103,10 @@ def _attack(model, ds: Dataset, idx: np.ndarray, settings: GridSettings, eps: Se
         from ..robustness.bounds import certified_correct, supports
 
         if supports(model):  # not for e.g. Forward-Forward's label scorer: no bound, no entry
+            add_worst(alive := SuiteResult(clean=res.clean, correct=dict(res.correct)))
             with phases.phase("certify"):
-                res.correct["certified"] = {eps_key(e): certified_correct(model, x, y, e) for e in eps}
+                res.correct["certified"] = {k: certified_correct(model, x, y, e, among=alive.correct["worst"][k])
+                                            for e in eps for k in [eps_key(e)]}
     return res
 
 
