@@ -343,11 +343,17 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, queri
     idx = torch.arange(len(rows))
     e2 = 2 * eps
     lo, hi = x0 - eps, x0 + eps  # float32, as ART's numpy computes x_init -+ eps
+    # min(max(v, lo), hi) clipped to [0, 1] is v clamped to [max(lo, 0), min(hi, 1)] (lo <= x0 <= 1, hi >=
+    # x0 >= 0: the two intervals meet), exactly: two passes instead of three
+    lo01, hi01 = lo.clamp(min=0), hi.clamp(max=1)
+    xc, li, hi_, l01, h01 = xr, lo, hi, lo01, hi01  # the live rows' copies, gathered again when rows leave
     for i in range(queries):
         live = ~wrong[idx]
-        idx = idx[live]
-        if not len(idx):
-            break
+        if not bool(live.all()):
+            idx = idx[live]
+            if not len(idx):
+                break
+            xc, li, hi_, l01, h01 = xr[idx], lo[idx], hi[idx], lo01[idx], hi01[idx]
         p = _square_fraction(i, queries)
         # ART's square side, clipped to the image: on images as small as 4 x 4 (or one pixel high or wide)
         # ART's side reaches the image's and its randint(0, 0) fails; there the square sits at 0, undrawn
@@ -355,11 +361,9 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, queri
         top = rs.randint(0, H - h) if H > h else 0
         left = rs.randint(0, W - h) if W > h else 0
         signs = rs.choice([-e2, e2], size=[C, 1, 1])
-        xc = xr[idx]
         # ART: min(max(xr + delta, x - eps), x + eps) in float64, clipped to [0, 1], cast to float32.
         # Outside the square delta is 0 and every operand float32: the same numbers in float32.
-        li, hi_ = lo[idx], hi[idx]
-        cand = torch.minimum(torch.maximum(xc, li), hi_).clamp_(0, 1)
+        cand = torch.minimum(torch.maximum(xc, l01), h01)
         win = (slice(None), slice(None), slice(top, top + h), slice(left, left + h))
         sq = xc[win].double() + torch.from_numpy(np.asarray(signs, dtype=np.float64)).view(1, C, 1, 1)
         sq = torch.minimum(torch.maximum(sq, li[win].double()), hi_[win].double())
@@ -368,7 +372,10 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, queri
         m_new = -margins(lg, ys[idx])
         better = m_new < m_cur[idx]
         sel = idx[better]
-        xr[sel], m_cur[sel] = cand[better], m_new[better]
+        kept = cand[better]
+        xr[sel], m_cur[sel] = kept, m_new[better]
+        if xc is not xr:
+            xc[better] = kept
         wrong[sel] = lg.argmax(1)[better] != ys[sel]
     adv[rows] = xr
     broken[rows[wrong]] = True
