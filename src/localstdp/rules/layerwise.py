@@ -153,7 +153,8 @@ class LayerwiseRule:
         """(dW, db) of conv layer ``l`` as ``self.conv.teaching`` says (see ConvParams)."""
         layer, c = self.layers[l], self.conv
         p = self.params if c.lr_scale == 1 else dataclasses.replace(self.params, eta=self.params.eta * c.lr_scale)
-        zero_b = torch.zeros(units(layer), dtype=layer.weight.dtype, device=layer.weight.device)
+        if c.teaching in ("none", "softhebb"):  # no bias change
+            zero_b = torch.zeros(units(layer), dtype=layer.weight.dtype, device=layer.weight.device)
         if c.teaching == "none":
             return torch.zeros_like(layer.weight), zero_b
         if c.teaching == "softhebb":

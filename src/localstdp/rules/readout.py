@@ -36,12 +36,15 @@ def readout_matrix(seed: int, layer: int, n_classes: int, size: int, dtype: torc
     return R.to(dtype=dtype, device=device)
 
 
+@torch.no_grad()
 def readout_conv_error(post: torch.Tensor, y: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-    """e = -dL/dz of the readout loss above (post = sigmoid(z), shape (batch, C, H', W')), the shape of post."""
+    """e = -dL/dz of the readout loss above (post = sigmoid(z), shape (batch, C, H', W')), the shape of
+    post; a teaching signal, computed without autograd."""
     a = post.flatten(1)
     g = -torch.softmax(a @ R.T, dim=1)
     g[torch.arange(len(y), device=g.device), y] += 1.0
-    return torch.ops.aten.sigmoid_backward(g @ R, a).view_as(post)  # (g R) (1 - a) a in one pass (autograd's op)
+    gR = g @ R  # then (g R) (1 - a) a in one pass, in place (autograd's own op):
+    return torch.ops.aten.sigmoid_backward.grad_input(gR, a, grad_input=gR).view_as(post)
 
 
 def readout_conv_target(post: torch.Tensor, y: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
