@@ -68,3 +68,23 @@ def test_bench_reproduce_from_a_finished_run_writes_json_and_markdown(tmp_path, 
     assert "## `make reproduce`: where the main job's time goes" in md.read_text()
     assert main(["bench", "--reproduce", "--from", str(tmp_path / "none"), "--out", str(out), "--md", str(md)]) != 0
     assert "no unit records" in capsys.readouterr().err
+
+
+def test_the_profile_becomes_a_section_of_the_benchmarks_report(tmp_path):
+    from pathlib import Path
+
+    run = tmp_path / "run"
+    _write(run / "units" / "t1", "panel-seed0", {"unit": "t1/panel-seed0", "phase_seconds": {"train": 2.0}})
+    prof = tmp_path / "p.json"
+    assert main(["bench", "--reproduce", "--from", str(run), "--out", str(prof), "--md", str(tmp_path / "p.md")]) == 0
+    notes = tmp_path / "notes.md"
+    notes.write_text("## Reading these numbers\n")
+    bench_json = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.json"
+    md = tmp_path / "B.md"
+    assert main(["bench", "--report", str(bench_json), "--md", str(md), "--plot", str(tmp_path / "w.png"),
+                 "--notes", str(notes), "--reproduce-report", str(prof)]) == 0
+    text = md.read_text()
+    assert text.index("## `make reproduce`: where the main job's time goes") < text.index("## Reading these numbers")
+    assert "--reproduce-report" in text.splitlines()[2]
+    assert main(["bench", "--report", str(bench_json), "--md", str(md), "--plot", str(tmp_path / "w.png"),
+                 "--reproduce-report", str(notes)]) != 0  # not a profile JSON
