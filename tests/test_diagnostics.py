@@ -20,6 +20,7 @@ from localstdp.evaluation.diagnostics_report import markdown_lines
 from localstdp.evaluation.report import markdown, write_report
 from localstdp.model import CNN, MLP
 from localstdp.robustness import AttackSettings
+from localstdp.robustness import bounds as D_bounds
 from localstdp.robustness.bounds import certified_correct
 from localstdp.rules.peers import FFScorer
 
@@ -118,6 +119,24 @@ def test_certified_radius_is_certified_at_itself_and_not_just_above():
     assert set(np.unique(small)) <= {0, 1 / 64, 2 / 64, 3 / 64, 1 / 16} and (small == 1 / 16).sum() > 20
     assert certified_correct(model, x[small == 1 / 16], y[small == 1 / 16], 1 / 16).all()
     assert not certified_correct(model, x[small == 3 / 64], y[small == 3 / 64], 1 / 16).any()
+
+
+def test_radii_spared_by_the_attacks_are_the_same_radii(monkeypatch):
+    """``broken`` (issue 32): examples an attack broke at eps <= a midpoint are not bounded there; the
+    radii stay the same, with fewer examples bounded."""
+    from localstdp.robustness import native
+
+    ds, model = _xor_data(), _xor_model()
+    x, y = ds.x_test[:60].numpy(), ds.y_test[:60].numpy()
+    broken = {e: native.pgd(model, torch.from_numpy(x), torch.from_numpy(y), e, 20, 1)[0].any(0).numpy()
+              for e in (0.15, 0.25, 0.4)}
+    assert 0 < broken[0.15].sum() < broken[0.4].sum() < len(y)
+    bounded = []
+    real = D_bounds.margin_lower_bounds
+    monkeypatch.setattr(D_bounds, "margin_lower_bounds", lambda m, xs, *a, **k: bounded.append(len(xs)) or real(m, xs, *a, **k))
+    r = D.certified_radii(model, x, y)
+    every, bounded[:] = sum(bounded), []
+    assert np.array_equal(D.certified_radii(model, x, y, broken=broken), r) and sum(bounded) < every
 
 
 def test_cnn_layers_and_ff_skipped():

@@ -98,10 +98,18 @@ def readout(train, val, test, cs=READOUT_C, max_train: int = READOUT_MAX_TRAIN, 
 
 
 def certified_radii(model: nn.Module, x, y, max_eps: float = RADIUS_MAX, tol: float = RADIUS_TOL,
-                    method: str = "crown") -> np.ndarray:
+                    method: str = "crown", broken: dict[float, np.ndarray] | None = None) -> np.ndarray:
     """Per example the largest eps in {0, tol, ..., max_eps} at which it is certified (module docstring):
-    bisection on the grid, examples sharing a midpoint bounded together. float64 (n,)."""
+    bisection on the grid, examples sharing a midpoint bounded together. float64 (n,).
+
+    ``broken`` (eps -> bool per example: an attack broke it at that eps, e.g. the attack suite's worst
+    case): an example broken at some eps <= a midpoint is not bounded there -- a sound bound does not
+    certify it -- so the radii are the same, found with fewer bounds."""
     from ..robustness.bounds import certified_correct
+
+    def among(sel: np.ndarray, e: float) -> np.ndarray | None:
+        hits = [b[sel] for a, b in (broken or {}).items() if a <= e]
+        return ~np.logical_or.reduce(hits) if hits else None
 
     K = int(round(max_eps / tol))
     if K < 1 or abs(K * tol - max_eps) > 1e-12:
@@ -115,10 +123,10 @@ def certified_radii(model: nn.Module, x, y, max_eps: float = RADIUS_MAX, tol: fl
         mid = (lo[act] + hi[act]) // 2
         for m in np.unique(mid):
             sel = act[mid == m]
-            c = certified_correct(model, x[sel], y[sel], float(m) * tol, method)
+            c = certified_correct(model, x[sel], y[sel], float(m) * tol, method, among=among(sel, float(m) * tol))
             lo[sel[c]], hi[sel[~c]] = m, m
     if (top := np.flatnonzero(live & (lo == K - 1))).size:
-        lo[top[certified_correct(model, x[top], y[top], K * tol, method)]] = K
+        lo[top[certified_correct(model, x[top], y[top], K * tol, method, among=among(top, K * tol))]] = K
     return lo * tol
 
 
@@ -212,12 +220,14 @@ def radius_summary(radii: np.ndarray, clean: np.ndarray) -> dict:
             "per_example": [float(r) for r in radii]}
 
 
-def model_diagnostics(model: nn.Module, ds: Dataset, n_attacked: int) -> dict:
+def model_diagnostics(model: nn.Module, ds: Dataset, n_attacked: int, suite=None) -> dict:
     """The ``"diagnostics"`` entry of a results.json row (module docstring): ``layers`` (per hidden layer
     its name, units, weight_rank, activation_rank, median_abs_cos), ``readout`` (input first, then each
     hidden layer) and ``certified_radius`` on the attacked examples (attack_indices(n_test, n_attacked));
-    ``{"skipped": reason}`` for a model that is neither MLP nor CNN."""
+    ``{"skipped": reason}`` for a model that is neither MLP nor CNN. ``suite``: the model's attack-suite
+    result on those examples, if there is one (its worst case spares the radii bounds, not changing them)."""
     from ..robustness.bounds import supports
+    from ..robustness.suite import NOT_ATTACKS, SuiteResult, add_worst
 
     hidden = hidden_layers(model)
     if isinstance(hidden, str):
@@ -236,6 +246,10 @@ def model_diagnostics(model: nn.Module, ds: Dataset, n_attacked: int) -> dict:
     if not supports(model):
         out["certified_radius"] = {"skipped": "the bounds do not apply to this model (bounds.supports: sigmoid MLP only)"}
     else:
-        radii = certified_radii(model, x_att.numpy(), y_att)
+        broken = None
+        if suite is not None:
+            add_worst(worst := SuiteResult(suite.clean, {a: v for a, v in suite.correct.items() if a not in NOT_ATTACKS}))
+            broken = {float(k): ~v for k, v in worst.correct["worst"].items()}
+        radii = certified_radii(model, x_att.numpy(), y_att, broken=broken)
         out["certified_radius"] = radius_summary(radii, model.predict(x_att).numpy() == y_att)
     return out

@@ -198,7 +198,7 @@ def panel_method(task: str, cfg: ExperimentConfig, ds: Dataset, seed: int, metho
     if settings.diagnostics:
         say(f"{task} seed {seed}: diagnostics {method}")
         with phases.phase("diagnostics"):
-            diagnostics = model_diagnostics(t.model, ds, len(idx))
+            diagnostics = model_diagnostics(t.model, ds, len(idx), suite)
     return Part(t, suite, matched, val, diagnostics, phases.take())
 
 
