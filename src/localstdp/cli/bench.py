@@ -211,7 +211,7 @@ def _with_reproduce_section(notes: str | None, reproduce_json: str | None, scrat
 
 def cmd_reproduce(args) -> int:
     from ..bench import write_json
-    from ..bench.reproduce import MAKE_REPRODUCE, profile_run, render_markdown, run_reproduce
+    from ..bench.reproduce import profile_run, render_markdown, run_reproduce
 
     out = f"{DEFAULT_DIR}/reproduce.json" if args.out == f"{DEFAULT_DIR}/bench.json" else args.out
     md = f"{DEFAULT_DIR}/reproduce.md" if args.md == f"{DEFAULT_DIR}/BENCHMARKS.md" else args.md
@@ -219,7 +219,7 @@ def cmd_reproduce(args) -> int:
         raise ConfigError(f"bench --seeds: {args.seeds}: expected 1 or more")
     refuse_to_replace([out, md], args.force)
     if args.from_dir:
-        result = profile_run(args.from_dir)
+        result = profile_run(args.from_dir) | {"reproduce": f"the finished run in {args.from_dir}"}
         words = ["localstdp", "bench", "--reproduce", "--from", args.from_dir]
     else:
         run_dir = Path(args.run_dir)
@@ -228,7 +228,6 @@ def cmd_reproduce(args) -> int:
         result = run_reproduce(run_dir, args.seeds)
         words = ["localstdp", "bench", "--reproduce"] + (["--seeds", str(args.seeds)] if args.seeds != 3 else [])
     result["command"] = " ".join(shlex.quote(w) for w in words)
-    result.setdefault("reproduce", "localstdp " + " ".join(MAKE_REPRODUCE))
     write_json(result, out)
     text = render_markdown(result, result["command"])
     try:
