@@ -120,6 +120,14 @@ def test_gather_equals_binned_within_rounding(dtype, seed, shape, bins, window, 
     assert ((into.double() - (W.double() - 0.3 * binned)).abs() <= 0.3 * rounding + 1e-6 * W.abs().double()).all()
 
 
+def test_gather_of_an_empty_batch_adds_nothing():
+    p = RuleParams(mode="timing", time_bins=8)
+    W = torch.randn(3, 4)
+    empty = torch.zeros(0, 4), torch.zeros(0, 3)
+    assert torch.equal(timing_gather(empty[0], empty[1], empty[1], empty[0], p, out=W.clone()), W)
+    assert torch.equal(timing_gather(empty[0], empty[1], empty[1], empty[0], p), torch.zeros(3, 4))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("seed,shape,bins,window,theta,centred", GATHER_CASES)
 def test_gather_error_within_stated_bound_of_direct(dtype, seed, shape, bins, window, theta, centred):

@@ -33,6 +33,9 @@ SUITES: dict[str, tuple[str, ...]] = {
     # small network: the 2048-64 fashion-mnist costs about 8 core-hours under this protocol)
     "nonlinear": ("fashion-0v6", "fashion-2v6", "fashion-mnist-small"),
     "peers": ("iris-1v2", "mnist-0v1", "mnist-3v5", "mnist-4v9", "mnist-10", "fashion-mnist"),
+    # the local rule in timing mode beside rate mode, paired on the same seeds and test examples (issue 32
+    # item 4; defaults: cli/reproduce.py SUITE_DEFAULTS; docs/rule.md, "Timing mode on the paper tasks")
+    "timing": ("iris-1v2", "mnist-0v1", "mnist-3v5", "mnist-4v9"),
 }
 
 # The methods of the comparison panel (docs/evaluation.md): each trains the same model from the same
@@ -46,8 +49,12 @@ PEER_RULES: tuple[str, ...] = ("fa", "dfa", "drtp", "pepita", "ff")
 # logistic regression on the input pixels, and the task's network with frozen random hidden layers and
 # a trained readout. Their L2 strength is [methods.<name>.backprop] weight_decay, chosen by `localstdp tune`.
 SHALLOW_BASELINES: tuple[str, ...] = ("linear", "random-features")
-PANEL_METHODS: tuple[str, ...] = (*DEFAULT_METHODS, *PEER_RULES, *SHALLOW_BASELINES)
+# The local rule in timing mode (rule.mode = "timing": the STDP window's finite time constants, docs/rule.md),
+# only with --methods or --suite timing; its settings are the local rule's plus [methods.local-timing].
+TIMING_METHODS: tuple[str, ...] = ("local-timing",)
+PANEL_METHODS: tuple[str, ...] = (*DEFAULT_METHODS, *PEER_RULES, *SHALLOW_BASELINES, *TIMING_METHODS)
 # The learners ``localstdp train --rule`` accepts: the keys of localstdp.rules.LEARNERS, in order.
 LEARNER_NAMES: tuple[str, ...] = ("local", "backprop", "backprop-mse", *PEER_RULES, *SHALLOW_BASELINES)
 
-__all__ = ["DEFAULT_METHODS", "LEARNER_NAMES", "PANEL_METHODS", "PEER_RULES", "SHALLOW_BASELINES", "SUITES", "TASKS"]
+__all__ = ["DEFAULT_METHODS", "LEARNER_NAMES", "PANEL_METHODS", "PEER_RULES", "SHALLOW_BASELINES", "SUITES", "TASKS",
+           "TIMING_METHODS"]

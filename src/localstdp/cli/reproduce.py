@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from ..registry import DEFAULT_METHODS, PEER_RULES, SHALLOW_BASELINES
+from ..registry import DEFAULT_METHODS, PEER_RULES, SHALLOW_BASELINES, TIMING_METHODS
 
 # Per-suite defaults of --seeds, --frontier-seeds and --methods (what the suite is for), used when the
 # tasks come from --suite and the option is not given; an explicit option always wins. Without an
@@ -26,6 +26,7 @@ SUITE_DEFAULTS: dict[str, dict] = {
     "paper": {"methods": (*DEFAULT_METHODS, *SHALLOW_BASELINES)},
     "nonlinear": {"seeds": 3, "n_attack": 1000, "methods": ("local", "backprop", "backprop-wd", *SHALLOW_BASELINES)},
     "peers": {"seeds": 3, "frontier_seeds": 0, "methods": ("local", "backprop", "backprop-wd", *PEER_RULES)},
+    "timing": {"seeds": 3, "frontier_seeds": 0, "methods": ("local", *TIMING_METHODS)},
 }
 GENERAL_DEFAULTS: dict = {"seeds": 5, "frontier_seeds": 3, "methods": None, "n_attack": 500, "val_attack": 500}
 

@@ -15,6 +15,9 @@ in its base sections (``local``, ``backprop``) or in ``[methods.<name>]`` (the v
   random-features  the same network, hidden layers frozen at initialisation, only the output layer trained
                 (rules/shallow.py); both only with ``--methods``, each with its L2 strength
                 [methods.<name>.backprop] weight_decay chosen on validation (``localstdp tune``)
+  local-timing  the local rule in timing mode (rule.mode = "timing", whatever the config's [rule] says):
+                the local rule's settings plus [methods.local-timing]; only with ``--methods`` or
+                ``--suite timing``
 
 The test split plays no part in any choice: epochs are picked by validation accuracy.
 """
@@ -36,6 +39,7 @@ class PanelMethod:
     learner: str  # key of localstdp.rules.LEARNERS
     early_stop: bool  # the reported model is the epoch with the best validation accuracy
     about: str
+    sets: tuple[str, ...] = ()  # ``--set``-style values that define the method, applied last
 
 
 PANEL: dict[str, PanelMethod] = {
@@ -53,6 +57,8 @@ PANEL: dict[str, PanelMethod] = {
     "linear": PanelMethod("linear", "linear", False, "multinomial logistic regression on the pixels, L2 tuned on validation"),
     "random-features": PanelMethod("random-features", "random-features", False,
                                    "the same network, hidden layers frozen at initialisation, readout trained"),
+    "local-timing": PanelMethod("local-timing", "local", False, "the local rule in timing mode (the STDP window)",
+                                ('rule.mode="timing"',)),
 }
 assert tuple(PANEL) == PANEL_METHODS
 
@@ -79,7 +85,7 @@ def method_config(cfg: ExperimentConfig, name: str) -> ExperimentConfig:
         raise ConfigError(f"{name} needs its L2 strength chosen on validation: set [methods.{name}.backprop] "
                           f"weight_decay (choose it with `localstdp tune --rule {name} --grid "
                           f"backprop.weight_decay=...`, or --set methods.{name}.backprop.weight_decay=...)")
-    out = cfg.for_method(name)
+    out = cfg.for_method(name).with_sets(PANEL[name].sets)
     if name == "backprop-wd" and out.backprop.weight_decay <= 0:
         raise ConfigError("backprop-wd needs a weight decay > 0: set [methods.backprop-wd.backprop] weight_decay "
                           "(choose it with `localstdp tune --rule backprop-wd --grid backprop.weight_decay=...`)")

@@ -231,7 +231,7 @@ def _steps(plan, cfgs, settings, data) -> list[_Step]:
 
 def _method_settings(cfg: ExperimentConfig, method: str) -> dict:
     m = method_config(cfg, method)
-    if method == "local":
+    if PANEL[method].learner == "local":  # local, local-timing
         return {"lr": m.train.lr, "a_hi": m.rule.a_hi, "a_lo": m.rule.a_lo, "mode": m.rule.mode,
                 "weight_decay": m.rule.weight_decay, "lr_schedule": m.train.lr_schedule}
     if method in ("linear", "random-features"):  # rules/shallow.py: no optimiser settings, one L2 strength

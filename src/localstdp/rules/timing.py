@@ -172,6 +172,8 @@ def timing_gather(x: torch.Tensor, post: torch.Tensor, e: torch.Tensor, pre: tor
     B, n_out, n_in = post.shape[0], post.shape[1], pre.shape[1]
     if out is None:
         out = pre.new_zeros((n_out, n_in))
+    if B == 0 or n_out == 0 or n_in == 0:
+        return out
     K = p.time_bins
     lo, hi = (int(v) for v in _bin_of(latency(post, p.T).aminmax(), p))  # only these clock steps get rows
     steps = hi - lo + 1
