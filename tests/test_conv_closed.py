@@ -115,7 +115,8 @@ def test_local_learner_trains_the_same_weights_both_ways(teaching, monkeypatch):
     data = [(torch.rand(5, 1, 12, 12, generator=g, dtype=DT), torch.randint(0, 5, (5,), generator=g)) for _ in range(4)]
     learners = []
     for closed in (True, False):
-        learner = LocalLearner(_cnn(), 5, lr=0.5, seed=2, conv_teaching=teaching, conv_lr_scale=3.0, center=0.9)
+        learner = LocalLearner(_cnn(), 5, lr=0.5, seed=2, conv_teaching=teaching, conv_lr_scale=3.0, center=0.9,
+                               association="pairs")  # pairs: untaught (NaN) conv targets under "position"
         learner.closed_conv = closed
         for i, (x, y) in enumerate(data):
             learner.set_lr_factor(1.0 - 0.2 * i)
