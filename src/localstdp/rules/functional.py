@@ -27,8 +27,10 @@ Convolutional layers (:func:`local_conv_update`): a Conv2d is a dense layer appl
 position with shared weights, so its change is the dense rule summed over positions and averaged over
 the batch -- the weight-gradient of its own local error with its own input,
     dW[o, i, u, v] = eta <sum_p e[o, p] x[i, p + (u, v)] kappa(t[o, p] - t[i, p + (u, v)])>,
-computed as one GEMM over the unfolded input patches. What each channel is taught (``target``) is the
-learner's choice (``rules/layerwise.py``; :func:`pooled_conv_target` is the default).
+computed as one GEMM over the unfolded input patches (the reference form; in rate mode with theta 0 the
+learner runs closed forms without them, :func:`conv_error_update` and :func:`pooled_conv_update`). What each
+channel is taught (``target``) is the learner's choice (``rules/layerwise.py``; :func:`pooled_conv_target`
+is the default).
 """
 
 from __future__ import annotations
