@@ -19,7 +19,8 @@ from .stats import holm_text
 
 ATTACK_ORDER = ("fgsm", "pgd", "autoattack", "square", "random_search", "transfer", "noise", "worst", "certified")
 METHOD_COLORS = {"local": "tab:blue", "backprop": "tab:red", "backprop-wd": "tab:orange", "backprop-es": "tab:purple",
-                 "backprop-mse": "tab:brown", "linear": "tab:green", "random-features": "tab:olive"}
+                 "backprop-mse": "tab:brown", "linear": "tab:green", "random-features": "tab:olive",
+                 "local-timing": "tab:cyan"}
 
 
 def _cell(summary, task, method, metric, attack=None, eps=None):
