@@ -185,6 +185,7 @@ def test_tune_and_cv_on_the_cluster_give_the_numbers_of_one_process(cluster):
     assert there["summary"] == here["summary"] and there["differences"] == here["differences"]
 
 
+@pytest.mark.slow  # about 7.5 s idle: two process pools
 def test_cv_and_tune_take_jobs_too():
     # --jobs N: the same units in N local worker processes (tune and cv ran in one process before)
     from localstdp.evaluation.cv import cross_validate

@@ -320,7 +320,8 @@ torch.distributed.destroy_process_group()
 """
 
 
-@pytest.mark.parametrize("ahead", [1, 3])
+# ahead 3 about 4 s idle: slow (make test-all); ahead 1 stays in make test
+@pytest.mark.parametrize("ahead", [1, pytest.param(3, marks=pytest.mark.slow)])
 def test_pipeline_stop_mid_epoch_across_three_ranks(tmp_path, one_thread, ahead):
     """Rank 0 stops after batch 4 of 10: every stage stops at the same batch, with the receives it had
     posted ahead answered (none is left waiting), and going on from there gives the uninterrupted
@@ -388,7 +389,8 @@ torch.distributed.destroy_process_group()
 """
 
 
-@pytest.mark.parametrize("center", [0.0, 0.9], ids=["plain", "center"])
+# the centred case about 5 s idle: slow (make test-all); the plain one stays in make test
+@pytest.mark.parametrize("center", [0.0, pytest.param(0.9, marks=pytest.mark.slow)], ids=["plain", "center"])
 def test_data_parallel_activity_exchange_matches_single_process(tmp_path, one_thread, center):
     """Data parallel gathering the shards' activities (each rank then runs the whole batch's update)
     against the single-process steps over the same batches, with and without rule.center; "auto"

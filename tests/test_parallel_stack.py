@@ -230,7 +230,8 @@ center = 0.99
 """
 
 
-@pytest.mark.parametrize("mode,nproc", [("pipeline", 3), ("data", 2)])
+# the 3-rank pipeline about 5 s idle: slow (make test-all); the 2-rank data run stays in make test
+@pytest.mark.parametrize("mode,nproc", [pytest.param("pipeline", 3, marks=pytest.mark.slow), ("data", 2)])
 def test_cli_trains_a_cnn_config_in_parallel(tmp_path, one_thread, capsys, mode, nproc):
     from localstdp.cli import main
     from localstdp.config import load_config
