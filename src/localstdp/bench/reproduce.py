@@ -100,10 +100,10 @@ def render_markdown(result: dict, command: str) -> str:
     lines = ["## `make reproduce`: where the main job's time goes (issue 32)", "",
              f"`{command}` ({result.get('reproduce', 'a finished run')}; {result['units']} units)."]
     if "wall_s" in result:
-        la = result.get("load_average") or {}
+        la = {k: "/".join(f"{v:.2f}" for v in vs) if vs else "unknown" for k, vs in (result.get("load_average") or {}).items()}
         met = "met" if result["target_met"] else "NOT met"
         lines += [f"End to end {result['wall_s']:.0f} s ({result['wall_s'] / 60:.1f} min) on {result['cpu_count']} "
-                  f"CPUs, load average at start {la.get('start')}, at end {la.get('end')}; target <= "
+                  f"CPUs, load average (1/5/15 min) at start {la.get('start')}, at end {la.get('end')}; target <= "
                   f"{result['target_s']:.0f} s: {met}."]
     run = result.get("run") or {}
     if run:
