@@ -41,6 +41,7 @@ from ..errors import ArgumentError
 from .attacks import margins
 
 LOSSES = ("ce", "margin", "dlr")
+TARGETED_LOSSES = ("dlr-t", "margin-t")  # toward a given class per example (robustness/targeted.py)
 
 
 def dlr(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -53,8 +54,20 @@ def dlr(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -(z_y - z_i) / (srt[:, -1] - srt[:, -3])
 
 
-def per_example_loss(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The attack losses, per example, each to be MAXIMISED: "ce", "margin" (CW) or "dlr"."""
+def per_example_loss(name: str, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """The attack losses, per example, each to be MAXIMISED: "ce", "margin" (CW) or "dlr"; toward ``target``
+    (a class per example): "dlr-t", AutoAttack's targeted DLR -(z_y - z_t) / (z_(1) - (z_(3) + z_(4)) / 2), and
+    "margin-t", z_t - z_y."""
+    if name in TARGETED_LOSSES:
+        if target is None:
+            raise ValueError(f"loss {name!r} needs a target class per example")
+        z = logits.gather(1, torch.stack([y, target], 1))
+        if name == "margin-t":
+            return z[:, 1] - z[:, 0]
+        if logits.shape[1] < 4:
+            raise ValueError("the targeted difference-of-logits-ratio loss needs >= 4 classes; use margin-t")
+        srt = logits.sort(1).values
+        return -(z[:, 0] - z[:, 1]) / (srt[:, -1] - 0.5 * (srt[:, -3] + srt[:, -4]) + 1e-12)
     if name == "ce":
         return F.cross_entropy(logits, y, reduction="none")
     if name == "margin":
@@ -63,7 +76,7 @@ def per_example_loss(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.
         if logits.shape[1] < 3:
             raise ValueError("the difference-of-logits-ratio loss needs >= 3 classes; use the margin loss")
         return dlr(logits, y)
-    raise ValueError(f"loss = {name!r}: expected one of {LOSSES}")
+    raise ValueError(f"loss = {name!r}: expected one of {LOSSES + TARGETED_LOSSES}")
 
 
 def _check(x: torch.Tensor, eps: float) -> None:
@@ -101,7 +114,7 @@ def _positions(drawn: torch.Tensor, rows: torch.Tensor) -> np.ndarray:
 
 
 def _grad(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, losses: tuple[str, ...],
-          li: torch.Tensor | None = None):
+          li: torch.Tensor | None = None, target: torch.Tensor | None = None):
     """(per-example loss, per-example misclassified, input gradient) in one forward and backward.
 
     Row r is attacked with ``losses[li[r]]`` (``li`` None: ``losses[0]`` for every row). The model is in
@@ -115,7 +128,7 @@ def _grad(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, losses: tuple[st
             sel = slice(None) if li is None else (li == j)
             if li is not None and not sel.any():
                 continue
-            fj = per_example_loss(name, logits[sel], ys[sel])
+            fj = per_example_loss(name, logits[sel], ys[sel], None if target is None else target[sel])
             f[sel] = fj.detach()
             total = total + fj.sum()
             if li is None:
@@ -143,7 +156,8 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> tupl
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 40, restarts: int = 3,
         losses: tuple[str, ...] = ("ce", "margin"), rs=None, seed: int = 0, keep_final: bool = False,
-        alive: torch.Tensor | None = None, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+        alive: torch.Tensor | None = None, chunk: int = 2048,
+        target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """L-inf PGD, ``steps`` steps of size 2.5 eps / steps from a uniform random start, ``restarts`` starts,
     every loss of ``losses`` attacked in the same batch (the same starts for every loss, as ART with one
     seed). Returns ``(broken, x_adv)``: ``broken`` (len(losses), n) per loss, x_adv (len(losses), n, ...).
@@ -153,7 +167,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: i
     (of the first start where none did), full strength as ART's. Otherwise a row leaves the batch at
     its first misclassified iterate and x_adv is that point.
     ``alive`` (bool, n): attack only these examples (the others count as not broken here).
-    Restarts run only on the (loss, example) rows the earlier starts did not break.
+    Restarts run only on the (loss, example) rows the earlier starts did not break. ``target`` (a class per
+    example): for the targeted losses ("margin-t", "dlr-t").
     """
     _check(x, eps)
     model.eval()
@@ -171,7 +186,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: i
         li_all, ex_all = todo.nonzero(as_tuple=True)
         for c in range(0, len(ex_all), chunk):
             li, ex = li_all[c : c + chunk], ex_all[c : c + chunk]
-            x0, ys = x[ex], y[ex]
+            x0, ys, ts = x[ex], y[ex], (None if target is None else target[ex])
             xa = _project((x0 + noise_all[ex]).clamp(0, 1), x0, eps)
             hit = torch.zeros(len(ex), dtype=torch.bool)
             idx = torch.arange(len(ex))  # rows still moving
@@ -179,7 +194,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: i
                 if _t == steps:  # the last iterate: a forward only
                     wrong = _wrong(model, xa, ys[idx])
                 else:
-                    _, wrong, g = _grad(model, xa, ys[idx], losses, li[idx])
+                    _, wrong, g = _grad(model, xa, ys[idx], losses, li[idx], None if ts is None else ts[idx])
                 new = wrong & ~hit[idx]
                 hit[idx[new]] = True
                 if not keep_final:
@@ -213,12 +228,13 @@ def _checkpoints(steps: int) -> list[int]:
 
 def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 100, restarts: int = 1,
          loss: str = "ce", rs=None, seed: int = 0, alive: torch.Tensor | None = None,
-         art_draws: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+         art_draws: bool = False, target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Auto-PGD (Croce & Hein 2020) as ART's AutoProjectedGradientDescent, L-inf, initial step 2 eps,
     momentum 0.75, the step halved at the checkpoints where the loss stalled (each example its own
     step), ``restarts`` uniform random starts, each on the examples still correctly classified.
 
-    ``loss``: "ce", "margin" or "dlr". One forward and backward per iteration (ART: a gradient, then a
+    ``loss``: "ce", "margin" or "dlr", or toward ``target`` (a class per example) "dlr-t" or "margin-t" (APGD-T).
+    One forward and backward per iteration (ART: a gradient, then a
     separate loss evaluation). Returns ``(broken, x_adv)``; x_adv is the first misclassified point found.
     """
     _check(x, eps)
@@ -242,7 +258,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: 
         rows = (art_todo if art_draws else todo).nonzero().squeeze(1)  # ART's rows: a superset, same draws
         if not len(rows):
             break
-        x0, ys = x[rows], y[rows]
+        x0, ys, ts = x[rows], y[rows], (None if target is None else target[rows])
         drawn = art_todo.nonzero().squeeze(1) if art_draws else torch.arange(n)
         noise = _uniform(rs, rows, drawn, shape, eps, x.dtype)
         hit = torch.zeros(len(rows), dtype=torch.bool)
@@ -257,10 +273,10 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: 
         start = x_k
         eta = torch.full((len(rows),), 2.0 * eps, dtype=torch.float32).to(x.dtype)
         count = torch.zeros(len(rows))
-        f_0, wrong, g = _grad(model, x_k, ys, losses)
+        f_0, wrong, g = _grad(model, x_k, ys, losses, target=ts)
         found(x_k, wrong, all_rows)
         x_1 = _project(_step(x_k, g, eta.view(view)), x0, eps)
-        f_1, wrong, g_1 = _grad(model, x_1, ys, losses)
+        f_1, wrong, g_1 = _grad(model, x_1, ys, losses, target=ts)
         found(x_1, wrong, all_rows)
         eta_w, f_max_w, f_max = eta.clone(), f_0.clone(), f_0.clone()
         x_max, x_max_m_1 = x_k.clone(), x0.clone()
@@ -273,7 +289,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: 
             # x_k + 0.75 (z - x_k) + 0.25 (x_k - x_km1), rounded in ART's order
             x_new = z.sub_(x_k).mul_(0.75).add_(x_k).add_((x_k - x_km1).mul_(1 - 0.75))
             x_new = _project(x_new.clamp_(0, 1), x0, eps)
-            f_new, wrong, g_new = _grad(model, x_new, ys, losses)
+            f_new, wrong, g_new = _grad(model, x_new, ys, losses, target=ts)
             found(x_new, wrong, all_rows)
             better = f_new > f_max
             count[better] += 1
@@ -286,7 +302,7 @@ def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: 
                 count[:] = 0
                 eta_w, f_max_w = eta.clone(), f_max.clone()
                 if cond.any() and k < steps - 1:  # the gradient at the restored best points
-                    _, _, g[cond] = _grad(model, x_k[cond], ys[cond], losses)
+                    _, _, g[cond] = _grad(model, x_k[cond], ys[cond], losses, target=None if ts is None else ts[cond])
         broken[rows[hit]] = True
         if art_draws:
             last = _wrong(model, x_k, ys)

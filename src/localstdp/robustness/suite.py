@@ -1,8 +1,8 @@
 """The attack suite (IBM adversarial-robustness-toolbox) and the gradient-masking checks.
 
-Threat model (``docs/evaluation.md``): white-box, L-infinity, inputs in [0, 1], untargeted. Every
-attack runs on the ORDINARY ``nn.Module`` forward that returns the logits z^L, differentiated by
-torch.autograd (ART's ``PyTorchClassifier.loss_gradient``); nothing here defines a custom backward.
+Threat model (``docs/evaluation.md``): white-box, L-infinity, inputs in [0, 1], untargeted (and targeted
+attacks for three classes or more). Every attack runs on the ORDINARY ``nn.Module`` forward that returns the
+logits z^L, differentiated by torch.autograd; nothing here defines a custom backward.
 
 Attacks, each at every eps of :data:`EPS`, as native torch loops (:mod:`.native`: ART's algorithms
 step for step, never weaker per example than ART's own implementations on the reference test):
@@ -27,6 +27,8 @@ step for step, never weaker per example than ART's own implementations on the re
           autoattack_queries=5000``. The masking checks count the APGD part as white-box
           (``SuiteResult.autoattack_apgd``) and the Square part as gradient-free.
           ``autoattack=False`` leaves it out;
+  targeted  (>= 3 classes, ``targets`` > 0) APGD-T and multi-targeted PGD (:mod:`.targeted`) on the
+          examples every attack above left at that eps (its accuracy is theirs or less);
   noise   one draw of random sign noise, x + eps * s, s in {-1, +1}^d (a floor, not an attack);
   transfer  PGD examples (both losses, full strength: every start's last iterate) crafted on ANOTHER
           model, applied to this one;
@@ -37,12 +39,9 @@ PGD / APGD steps, one start, ``sanity_queries`` Square / search queries): their 
 white-box accuracy reaches chance. Where only the worst case is wanted (frontier points),
 ``attack_suite(..., worst_only=True)`` attacks only the survivors, cheapest attack first.
 
-``correct["certified"]`` is reserved for a proven lower bound (interval bounds, computed elsewhere):
-it is not an attack, and neither the worst case nor the masking checks ever read it (:data:`NOT_ATTACKS`).
-
-Robust accuracy counts every attacked example (a clean mistake stays a mistake). All randomness
-comes from explicit seeds (a numpy RandomState per attack and eps).
-"""
+``correct["certified"]`` is reserved for a proven lower bound (interval bounds, computed elsewhere): it is
+not an attack; neither the worst case nor the masking checks read it (:data:`NOT_ATTACKS`). Robust accuracy
+counts every attacked example (a clean mistake stays a mistake). All randomness comes from explicit seeds."""
 
 from __future__ import annotations
 
@@ -78,6 +77,7 @@ from .attacks import (  # noqa: F401  (re-exported: the suite's primitives live 
     square,
     zero_gradient_fraction,
 )
+from .targeted import suite_targeted
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,8 @@ class AttackSettings:
     each APGD component; autoattack_queries: None reuses the suite's Square / random-search run as
     AutoAttack's gradient-free component, an integer >= 1 runs a separate one with that many
     iterations on the APGD survivors. AutoAttack's standard version is apgd_steps=100,
-    apgd_restarts=1, autoattack_queries=5000 (its cost: ``localstdp bench --attacks``);
+    apgd_restarts=1, autoattack_queries=5000 (its cost: ``localstdp bench --attacks``); targets >= 0: classes
+    the targeted attacks aim at (three classes or more; 0 leaves them out);
     tol: slack (a fraction of the attacked examples) the masking checks allow for sampling noise;
     unbounded_max: the white-box accuracy at the largest eps must not exceed this (~0);
     sanity_eps: eps at and above it get the sanity budget, sanity_steps >= 1 PGD and APGD steps with one
@@ -122,6 +123,7 @@ class AttackSettings:
     apgd_steps: int = 50
     apgd_restarts: int = 1
     autoattack_queries: int | None = None
+    targets: int = 9
     tol: float = 0.01
     unbounded_max: float = 0.05
     sanity_eps: float = 0.5
@@ -143,6 +145,7 @@ class AttackSettings:
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
                 checks.fail(name, "an integer >= 1", repr(v))
         checks.flag("autoattack", self.autoattack)
+        checks.integer("targets", self.targets, lo=0)
         checks.number("tol", self.tol, 0, 1, hi_open=True)
         checks.number("unbounded_max", self.unbounded_max, 0, 1, hi_open=True)
         checks.number("sanity_eps", self.sanity_eps, 0, 1, lo_open=True)
@@ -189,10 +192,10 @@ def attack_suite(model: nn.Module, x: np.ndarray, y: np.ndarray, input_shape: tu
                  progress: Callable[[str], None] | None = None, worst_only: bool = False) -> SuiteResult:
     """Run every white-box and gradient-free attack on ``model`` at every eps of ``settings``.
 
-    Arguments are checked first (:mod:`localstdp.checks`; ArgumentError / ArgumentTypeError naming the
-    argument): ``model`` an nn.Module on the CPU with float32 parameters whose output for one example is
-    (1, n_classes) logits; ``x`` at least one example of finite values in [0, 1] with prod(input_shape)
-    values each; ``y`` one integer label in [0, n_classes) per example; ``seed`` an integer in [0, 2**32).
+    Arguments are checked first (:mod:`localstdp.checks`; ArgumentError / ArgumentTypeError naming the argument):
+    ``model`` an nn.Module on the CPU with float32 parameters whose output for one example is (1, n_classes)
+    logits; ``x`` at least one example of finite values in [0, 1] with prod(input_shape) values each; ``y`` one
+    integer label in [0, n_classes) per example; ``seed`` an integer in [0, 2**32).
 
     ``x`` is (n, features) in [0, 1]; it is reshaped to ``input_shape`` (the MLP's forward flattens
     again). The Square attack runs when ``input_shape`` is an image (C, H, W), the random search
@@ -215,6 +218,7 @@ def attack_suite(model: nn.Module, x: np.ndarray, y: np.ndarray, input_shape: tu
     res = SuiteResult(clean=correct(model, x, y), zero_gradient_fraction=zero_gradient_fraction(model, x, y))
     clean = torch.from_numpy(res.clean)
     names = ("fgsm", "pgd") + (("autoattack",) if settings.autoattack else ()) + (search, "noise")
+    names += ("targeted",) if settings.targets and n_classes >= 3 else ()
     for name in ("worst",) if worst_only else names:
         res.correct[name] = {}
     alive = clean.clone()
@@ -226,7 +230,7 @@ def attack_suite(model: nn.Module, x: np.ndarray, y: np.ndarray, input_shape: tu
         s = seed * 1009 + i
         b = _budget(settings, eps)
         if worst_only:
-            alive = _worst_case(model, xt, yt, x, eps, s, b, settings, image, alive, aa_losses)
+            alive = _worst_case(model, xt, yt, x, eps, s, b, settings, image, alive, aa_losses, n_classes)
             res.correct["worst"][k] = alive.numpy().copy()
             continue
         broken, _ = native.fgsm(model, xt, yt, eps)
@@ -249,6 +253,9 @@ def attack_suite(model: nn.Module, x: np.ndarray, y: np.ndarray, input_shape: tu
             else:  # the suite's run above is AutoAttack's gradient-free part
                 res.correct["autoattack"][k] = survived.numpy() & res.correct[search][k]
         res.correct["noise"][k] = correct(model, sign_noise(x, eps, s), y) & res.clean
+        if "targeted" in res.correct:  # on the survivors of every attack above at this eps
+            left = torch.from_numpy(np.logical_and.reduce([res.correct[a][k] for a in names[:-1]]))
+            res.correct["targeted"][k] = (left & ~suite_targeted(model, xt, yt, eps, s, b, settings.targets, n_classes, left)).numpy()
         log.debug("eps %s: %s", k, {a: float(v[k].mean()) for a, v in res.correct.items()})
     return res
 
@@ -306,7 +313,7 @@ def _search(model, xt, yt, x, eps, s, b, image, alive, own: bool = False) -> tor
     return broken if alive is None else broken & alive
 
 
-def _worst_case(model, xt, yt, x, eps, s, b, settings, image, alive, aa_losses) -> torch.Tensor:
+def _worst_case(model, xt, yt, x, eps, s, b, settings, image, alive, aa_losses, n_classes=2) -> torch.Tensor:
     """The examples of ``alive`` that survive every attack at ``eps``, cheapest attack first, each on
     the survivors of the ones before (the same attacks and draws as the panel mode's)."""
     alive = alive & torch.from_numpy(correct(model, sign_noise(x, eps, s), yt.numpy()))
@@ -324,6 +331,8 @@ def _worst_case(model, xt, yt, x, eps, s, b, settings, image, alive, aa_losses) 
         alive &= ~_search(model, xt, yt, x, eps, s, b, image, alive)
     if settings.autoattack and b["autoattack_queries"] is not None and alive.any():
         alive &= ~_search(model, xt, yt, x, eps, _sub_seed(s, 2), b, image, alive, own=True)
+    if settings.targets and n_classes >= 3 and alive.any():
+        alive &= ~suite_targeted(model, xt, yt, eps, s, b, settings.targets, n_classes, alive)
     return alive
 
 
