@@ -122,12 +122,13 @@ def render_markdown(result: dict, json_path: str, png_path: str, notes: str = ""
 
 def write_report(json_path: str | Path, md_path: str | Path = "BENCHMARKS.md", png_path: str | Path | None = None,
                  notes_path: str | Path | None = None, command: str | None = None,
-                 attacks_path: str | Path | None = None) -> tuple[Path, Path]:
+                 attacks_path: str | Path | None = None, reproduce_path: str | Path | None = None) -> tuple[Path, Path]:
     """Write the markdown report and the width plot from a benchmark JSON; returns their paths.
 
     ``notes_path``: an optional markdown file appended verbatim (the analysis of the numbers);
     ``command``: the command line to name in the report's first line; ``attacks_path``: the JSON of
-    ``localstdp bench --attacks``, rendered as the report's attack-suite section."""
+    ``localstdp bench --attacks``, rendered as the report's attack-suite section; ``reproduce_path``: the
+    JSON of ``localstdp bench --reproduce``, rendered as the section on the main job's profile."""
     json_path, md_path = Path(json_path), Path(md_path)
     try:
         result = json.loads(json_path.read_text(encoding="utf-8"))
@@ -140,6 +141,15 @@ def write_report(json_path: str | Path, md_path: str | Path = "BENCHMARKS.md", p
     png_path = Path(png_path) if png_path else json_path.with_name(json_path.stem + "_width.png")
     plot_width(result, png_path)
     notes = Path(notes_path).read_text(encoding="utf-8") if notes_path else ""
+    if reproduce_path:
+        from .reproduce import render_markdown as reproduce_markdown
+
+        try:
+            profile = json.loads(Path(reproduce_path).read_text(encoding="utf-8"))
+            section = reproduce_markdown(profile, profile.get("command", "localstdp bench --reproduce"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise LocalSTDPError(f"{reproduce_path}: not a bench --reproduce JSON ({exc})") from None
+        notes = section + ("\n" + notes if notes else "")
     if attacks_path:
         from .attacks import render_markdown as attacks_markdown
 

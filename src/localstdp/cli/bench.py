@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import subprocess
-import tempfile
 from pathlib import Path
 
 from ..errors import ConfigError, OutputError
@@ -190,25 +189,6 @@ def _write_parallel(result: dict, md: str, png: str, command: str) -> int:
     return 0
 
 
-def _with_reproduce_section(notes: str | None, reproduce_json: str | None, scratch: Path) -> str | None:
-    """The notes file to append to the report: ``notes`` as it is, or (with ``reproduce_json``, the JSON of
-    ``bench --reproduce``) that profile's section followed by the notes, written to ``scratch``."""
-    if not reproduce_json:
-        return notes
-    import json
-
-    from ..bench.reproduce import render_markdown
-
-    try:
-        result = json.loads(Path(reproduce_json).read_text(encoding="utf-8"))
-        section = render_markdown(result, result.get("command", "localstdp bench --reproduce"))
-        rest = Path(notes).read_text(encoding="utf-8") if notes else ""
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"bench --reproduce-report {reproduce_json}: not a bench --reproduce JSON ({exc})") from None
-    scratch.write_text(section + ("\n" + rest if rest else ""), encoding="utf-8")
-    return str(scratch)
-
-
 def cmd_reproduce(args) -> int:
     from ..bench import write_json
     from ..bench.reproduce import profile_run, render_markdown, run_reproduce
@@ -261,10 +241,8 @@ def cmd_bench(args) -> int:
         words += ["--notes", args.notes] if args.notes else []
         words += ["--attacks-report", args.attacks_report] if args.attacks_report else []
         words += ["--reproduce-report", args.reproduce_report] if args.reproduce_report else []
-        with tempfile.TemporaryDirectory() as tmp:
-            notes = _with_reproduce_section(args.notes, args.reproduce_report, Path(tmp) / "notes.md")
-            md, png = write_report(args.report, args.md, plot, notes, " ".join(shlex.quote(w) for w in words),
-                                   args.attacks_report)
+        md, png = write_report(args.report, args.md, plot, args.notes, " ".join(shlex.quote(w) for w in words),
+                               args.attacks_report, args.reproduce_report)
         print(f"wrote {md} and {png}")
         return 0
     overrides = {}

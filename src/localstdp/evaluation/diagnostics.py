@@ -227,7 +227,7 @@ def model_diagnostics(model: nn.Module, ds: Dataset, n_attacked: int, suite=None
     ``{"skipped": reason}`` for a model that is neither MLP nor CNN. ``suite``: the model's attack-suite
     result on those examples, if there is one (its worst case spares the radii bounds, not changing them)."""
     from ..robustness.bounds import supports
-    from ..robustness.suite import NOT_ATTACKS, SuiteResult, add_worst
+    from ..robustness.suite import worst_of
 
     hidden = hidden_layers(model)
     if isinstance(hidden, str):
@@ -246,10 +246,7 @@ def model_diagnostics(model: nn.Module, ds: Dataset, n_attacked: int, suite=None
     if not supports(model):
         out["certified_radius"] = {"skipped": "the bounds do not apply to this model (bounds.supports: sigmoid MLP only)"}
     else:
-        broken = None
-        if suite is not None:
-            add_worst(worst := SuiteResult(suite.clean, {a: v for a, v in suite.correct.items() if a not in NOT_ATTACKS}))
-            broken = {float(k): ~v for k, v in worst.correct["worst"].items()}
+        broken = None if suite is None else {float(k): ~v for k, v in worst_of(suite).items()}
         radii = certified_radii(model, x_att.numpy(), y_att, broken=broken)
         out["certified_radius"] = radius_summary(radii, model.predict(x_att).numpy() == y_att)
     return out

@@ -38,6 +38,7 @@ from ..robustness.suite import (
     correct,
     eps_key,
     masking_checks,
+    worst_of,
 )
 from ..train import MODEL, load_run, train
 from . import phases
@@ -103,10 +104,10 @@ def _attack(model, ds: Dataset, idx: np.ndarray, settings: GridSettings, eps: Se
         from ..robustness.bounds import certified_correct, supports
 
         if supports(model):  # not for e.g. Forward-Forward's label scorer: no bound, no entry
-            add_worst(alive := SuiteResult(clean=res.clean, correct=dict(res.correct)))
             with phases.phase("certify"):
-                res.correct["certified"] = {k: certified_correct(model, x, y, e, among=alive.correct["worst"][k])
-                                            for e in eps for k in [eps_key(e)]}
+                alive = worst_of(res)
+                res.correct["certified"] = {eps_key(e): certified_correct(model, x, y, e, among=alive[eps_key(e)])
+                                            for e in eps}
     return res
 
 
@@ -163,9 +164,8 @@ def _row(task: str, method: str, seed: int, t: Trained, ds: Dataset, res: SuiteR
 
 @dataclass
 class Part:
-    """One panel method of one seed, trained and attacked, before transfer and the worst case;
-    ``matched`` is its matched-accuracy record with the local rule (None for the local rule itself,
-    or when their validation accuracies are within ``match_tol``)."""
+    """One panel method of one seed, trained and attacked, before transfer and the worst case; ``matched`` is its
+    matched-accuracy record with the local rule (None for the local rule, or validation accuracies within match_tol)."""
 
     trained: Trained
     suite: SuiteResult

@@ -99,9 +99,8 @@ class AttackSettings:
 
     eps: L-inf radii (inputs live in [0, 1]); pgd_steps >= 1 iterations of size 2.5 eps / steps;
     pgd_restarts >= 1 random starts per loss; square_queries >= 1 Square iterations (MNIST);
-    search_queries >= 1 random vertices for tabular inputs; batch_size: unused by the native attacks
-    (kept for the ART primitives of :mod:`.attacks`);
-    autoattack: run AutoAttack; apgd_steps >= 1 iterations and apgd_restarts >= 1 random starts of
+    search_queries >= 1 random vertices for tabular inputs; batch_size: unused by the native attacks (kept for
+    the ART primitives of :mod:`.attacks`); autoattack: run AutoAttack; apgd_steps >= 1 iterations and apgd_restarts >= 1 random starts of
     each APGD component; autoattack_queries: None reuses the suite's Square / random-search run as
     AutoAttack's gradient-free component, an integer >= 1 runs a separate one with that many
     iterations on the APGD survivors. AutoAttack's standard version is apgd_steps=100,
@@ -344,18 +343,19 @@ def add_transfer(target: nn.Module, res: SuiteResult, source: SuiteResult, y: np
 
 
 def add_worst(res: SuiteResult) -> None:
-    """Per example and eps, correct only if correct under every attack run so far AND at every smaller
-    eps (the eps-ball holds the smaller ones: a point that broke the example at eps 0.05 breaks it at
-    0.3 too).
+    """``res.correct["worst"] = worst_of(res)``: per example and eps, correct only if correct under every
+    attack run so far AND at every smaller eps (the eps-ball holds the smaller ones)."""
+    res.correct["worst"] = worst_of(res)
 
-    Entries in :data:`NOT_ATTACKS` ("worst" itself, and "certified", a proven lower bound) never enter.
-    A worst-case-only result (``attack_suite(..., worst_only=True)``: "worst" and no attack) is left as
-    it is: its worst case was computed that way already.
-    """
+
+def worst_of(res: SuiteResult) -> dict[str, np.ndarray]:
+    """The worst case :func:`add_worst` stores, ``res`` unchanged (e.g. the survivors of a model's own attacks
+    before transfer joins). Entries in :data:`NOT_ATTACKS` ("worst", "certified") never enter; a worst-case-only
+    result (``attack_suite(..., worst_only=True)``: "worst" and no attack) gives its own "worst"."""
     attacks = [a for a in res.correct if a not in NOT_ATTACKS]
     if not attacks:
         if "worst" in res.correct:
-            return
+            return res.correct["worst"]
         raise ValueError("add_worst: no attack results")
     keys = sorted(res.correct[attacks[0]].keys(), key=float)
     worst, prev = {}, None
@@ -363,7 +363,7 @@ def add_worst(res: SuiteResult) -> None:
         w = np.logical_and.reduce([res.correct[a][k] for a in attacks])
         worst[k] = w if prev is None else w & prev
         prev = worst[k]
-    res.correct["worst"] = {k: worst[k] for k in res.correct[attacks[0]]}
+    return {k: worst[k] for k in res.correct[attacks[0]]}
 
 
 def masking_checks(res: SuiteResult, n_classes: int, settings: AttackSettings = AttackSettings()) -> dict:

@@ -63,8 +63,7 @@ def targeted_broken(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
         else:
             hit, _ = native.pgd(model, x, y, eps, pgd_steps, 1, ("margin-t",), seed=s, alive=live, target=targets[t])
             hit = hit.any(0)
-        hit &= live
-        broken |= hit
+        broken |= hit  # apgd / pgd break only examples of ``live``
         live &= ~hit
     return broken
 

@@ -78,7 +78,7 @@ def binned_factors(
     """
     K, B = p.time_bins, post.shape[0]
     h = p.T / K
-    k_post = (latency(post, p.T) / h).floor_().clamp_(0, K - 1).to(torch.int64)  # (B, n_out)
+    k_post = _bin_of(latency(post, p.T), p).to(torch.int64)  # (B, n_out): each post spike's clock step
     E = e.new_zeros((K, B, e.shape[1])).scatter_(0, k_post.unsqueeze(0), e.unsqueeze(0))
     centres = (torch.arange(K, device=pre.device, dtype=pre.dtype) + 0.5) * h
     A = _kappa_times_x(centres, latency(pre, p.T), x, p)
@@ -116,12 +116,6 @@ def timing_binned(x: torch.Tensor, post: torch.Tensor, e: torch.Tensor, pre: tor
     """Timing mode on a clock of ``p.time_bins`` steps: one GEMM, error <= eps(K) sum_b |e| x."""
     E, A = binned_factors(x, post, e, pre, p)
     return E.T @ A
-
-
-def post_bins(post: torch.Tensor, p: RuleParams) -> torch.Tensor:
-    """k_bj = min(floor(t_bj / h), K - 1): the clock step of every post spike, (batch, n_out) int64."""
-    K = p.time_bins
-    return (latency(post, p.T) / (p.T / K)).floor_().clamp_(0, K - 1).to(torch.int64)
 
 
 def _gather_blocks(n_in: int, batch: int, slots: int, itemsize: int) -> tuple[int, int]:
@@ -207,8 +201,8 @@ def timing_gather(x: torch.Tensor, post: torch.Tensor, e: torch.Tensor, pre: tor
 
 
 def _bin_of(t: torch.Tensor | tuple, p: RuleParams):
-    """The clock step of spike times t, in place, as floats: the same operations as :func:`post_bins`
-    (or of each 0-d tensor of a tuple)."""
+    """The clock step of spike times t, min(floor(t / h), K - 1), in place, as floats (or of each 0-d
+    tensor of a tuple): the binned and the gather backends' one rounding of the post spike times."""
     if isinstance(t, tuple):
         return tuple(_bin_of(v, p) for v in t)
     return t.div_(p.T / p.time_bins).floor_().clamp_(0, p.time_bins - 1)
