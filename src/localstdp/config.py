@@ -2,7 +2,8 @@
 
 A config file has the sections ``[data]``, ``[model]`` (config_model.py: an MLP or a CNN),
 ``[train]``, ``[rule]``, ``[conv_rule]`` (how the local rule teaches a CNN's conv layers),
-``[backprop]`` and ``[peers]`` (the peer rules, docs/peers.md); every section and key is optional
+``[backprop]``, ``[peers]`` (the peer rules, docs/peers.md) and ``[robust]`` (training on noisy or
+adversarial batches, rules/robust.py); every section and key is optional
 except ``data.name``. Unknown keys and wrong types raise :class:`~localstdp.errors.ConfigError` naming
 the key (and the closest valid one).
 """
@@ -22,12 +23,14 @@ from typing import Any
 
 import tomli_w
 
+from .config_eval import EvaluationConfig, FrontierConfig  # noqa: F401  (re-exported)
 from .config_model import ConvLayer, ModelConfig  # noqa: F401  (re-exported)
 from .errors import ConfigError
 from .registry import PANEL_METHODS
 from .rules.backprop import BackpropParams
 from .rules.params import ConvParams, RuleParams
 from .rules.peers.params import PeerParams
+from .rules.robust import RobustParams
 
 DATASETS = ("iris", "mnist", "digits", "idx", "csv")
 
@@ -135,62 +138,6 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} = {getattr(self, name)!r}: expected {what}")
 
 
-@dataclass(frozen=True)
-class EvaluationConfig:
-    """How a comparison is judged (``localstdp reproduce``).
-
-    equivalence_margin: two methods' clean accuracies are called "equivalent" only when an
-        equivalence test (TOST, 90% paired-bootstrap CI over seeds and test examples) puts their
-        difference inside +-margin AND the difference is not significant; in (0, 1), default 0.01.
-    """
-
-    equivalence_margin: float = 0.01
-
-    def __post_init__(self) -> None:
-        if not 0 < self.equivalence_margin < 1:
-            raise ConfigError(f"evaluation.equivalence_margin = {self.equivalence_margin!r}: expected a value in (0, 1)")
-
-
-@dataclass(frozen=True)
-class FrontierConfig:
-    """The robustness-accuracy frontier of ``localstdp reproduce`` (one knob at a time, from the
-    task's own settings).
-
-    backprop_weight_decay: backprop's weight decay values (the frontier backprop traces; 0 = plain).
-    local_lr: the local rule's eta values; local_epochs: epoch budgets; local_weight_decay: values
-    of rule.weight_decay; local_targets: target pairs [a_hi, a_lo] (the rule's target contrast).
-    Empty lists sweep nothing along that knob. linear_l2 / readout_l2: the L2 strengths of the
-    linear and random-features baselines (swept only when those methods run). backprop_lr: when
-    given, every backprop weight decay is trained at each of these Adam learning rates, and the
-    frontier keeps, per decay, the rate with the best mean VALIDATION accuracy (each decay gets its
-    own rate, as each family's frontier must be the best that family can do); empty: backprop's lr.
-    """
-
-    backprop_weight_decay: list[float] = field(default_factory=lambda: [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2])
-    local_lr: list[float] = field(default_factory=list)
-    local_epochs: list[int] = field(default_factory=list)
-    local_weight_decay: list[float] = field(default_factory=lambda: [1e-3, 1e-2])
-    linear_l2: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0])
-    readout_l2: list[float] = field(default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
-    backprop_lr: list[float] = field(default_factory=list)
-    local_targets: list[list[float]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        for name in ("backprop_weight_decay", "local_weight_decay", "linear_l2", "readout_l2"):
-            if any(not math.isfinite(v) or v < 0 for v in getattr(self, name)):
-                raise ConfigError(f"frontier.{name} = {getattr(self, name)!r}: expected values >= 0")
-        if any(not math.isfinite(v) or v <= 0 for v in self.local_lr):
-            raise ConfigError(f"frontier.local_lr = {self.local_lr!r}: expected learning rates > 0")
-        if any(v < 1 for v in self.local_epochs):
-            raise ConfigError(f"frontier.local_epochs = {self.local_epochs!r}: expected integers >= 1")
-        if any(not math.isfinite(v) or v <= 0 for v in self.backprop_lr):
-            raise ConfigError(f"frontier.backprop_lr = {self.backprop_lr!r}: expected learning rates > 0")
-        for pair in self.local_targets:
-            if len(pair) != 2 or not 0 <= pair[1] < pair[0] <= 1:
-                raise ConfigError(f"frontier.local_targets = {self.local_targets!r}: expected pairs [a_hi, a_lo] "
-                                  "with 0 <= a_lo < a_hi <= 1")
-
-
 # The methods of the comparison panel: PANEL_METHODS, defined in registry.py (imported above).
 
 
@@ -203,6 +150,7 @@ class ExperimentConfig:
     conv_rule: ConvParams = field(default_factory=ConvParams)  # model.kind = "cnn" only
     backprop: BackpropParams = field(default_factory=BackpropParams)
     peers: PeerParams = field(default_factory=PeerParams)
+    robust: RobustParams = field(default_factory=RobustParams)  # training on noisy / adversarial batches
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     frontier: FrontierConfig = field(default_factory=FrontierConfig)
     methods: dict[str, dict] = field(default_factory=dict)
@@ -238,8 +186,9 @@ class ExperimentConfig:
         d["model"] = self.model.table()
         if self.model.kind == "mlp":  # at its defaults (checked in config_from_dict): MLP configs as before
             d.pop("conv_rule")
-        if not d["methods"]:
-            d.pop("methods")
+        for key, default in (("methods", {}), ("robust", dataclasses.asdict(RobustParams()))):
+            if d[key] == default:  # configs without them read and write as before
+                d.pop(key)
         return _drop_none(d)
 
     def to_toml(self) -> str:
@@ -247,7 +196,8 @@ class ExperimentConfig:
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "rule": RuleParams, "conv_rule": ConvParams,
-            "backprop": BackpropParams, "peers": PeerParams, "evaluation": EvaluationConfig, "frontier": FrontierConfig}
+            "backprop": BackpropParams, "peers": PeerParams, "robust": RobustParams, "evaluation": EvaluationConfig,
+            "frontier": FrontierConfig}
 
 
 def _merge(base: dict, over: dict) -> dict:

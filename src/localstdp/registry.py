@@ -36,6 +36,9 @@ SUITES: dict[str, tuple[str, ...]] = {
     # the local rule in timing mode beside rate mode, paired on the same seeds and test examples (issue 32
     # item 4; defaults: cli/reproduce.py SUITE_DEFAULTS; docs/rule.md, "Timing mode on the paper tasks")
     "timing": ("iris-1v2", "mnist-0v1", "mnist-3v5", "mnist-4v9"),
+    # the robustly trained families and input noise for every family beside the rule (issue 33; defaults:
+    # cli/reproduce.py SUITE_DEFAULTS; docs/results.md)
+    "robust": ("iris-1v2", "mnist-0v1", "mnist-3v5", "mnist-4v9"),
 }
 
 # The methods of the comparison panel (docs/evaluation.md): each trains the same model from the same
@@ -52,9 +55,13 @@ SHALLOW_BASELINES: tuple[str, ...] = ("linear", "random-features")
 # The local rule in timing mode (rule.mode = "timing": the STDP window's finite time constants, docs/rule.md),
 # only with --methods or --suite timing; its settings are the local rule's plus [methods.local-timing].
 TIMING_METHODS: tuple[str, ...] = ("local-timing",)
-PANEL_METHODS: tuple[str, ...] = (*DEFAULT_METHODS, *PEER_RULES, *SHALLOW_BASELINES, *TIMING_METHODS)
+# Trained to be robust (issue 33; rules/robust.py): PGD adversarial training (Madry et al. 2018) and TRADES
+# (Zhang et al. 2019) of the same network, and the local rule shown adversarial examples crafted against its own
+# current model; only with --methods or --suite robust. Their training radius is [methods.<name>.robust] adv_eps.
+ROBUST_METHODS: tuple[str, ...] = ("backprop-at", "backprop-trades", "local-at")
+PANEL_METHODS: tuple[str, ...] = (*DEFAULT_METHODS, *PEER_RULES, *SHALLOW_BASELINES, *TIMING_METHODS, *ROBUST_METHODS)
 # The learners ``localstdp train --rule`` accepts: the keys of localstdp.rules.LEARNERS, in order.
 LEARNER_NAMES: tuple[str, ...] = ("local", "backprop", "backprop-mse", *PEER_RULES, *SHALLOW_BASELINES)
 
-__all__ = ["DEFAULT_METHODS", "LEARNER_NAMES", "PANEL_METHODS", "PEER_RULES", "SHALLOW_BASELINES", "SUITES", "TASKS",
-           "TIMING_METHODS"]
+__all__ = ["DEFAULT_METHODS", "LEARNER_NAMES", "PANEL_METHODS", "PEER_RULES", "ROBUST_METHODS", "SHALLOW_BASELINES",
+           "SUITES", "TASKS", "TIMING_METHODS"]

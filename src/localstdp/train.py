@@ -37,6 +37,7 @@ from .errors import CheckpointError, ConfigError, DivergenceError, LocalSTDPErro
 from .model import CNN, MLP, build_model, build_network, checked_receptive_field
 from .resources import check_memory, dataset_to, resolve_device
 from .rules import LEARNERS, PEERS, SCORERS
+from .rules.robust import harden
 from .train_state import (  # noqa: F401  (re-exported: the parallel loops and tests import them from here)
     CHECKPOINT,
     CONFIG,
@@ -205,6 +206,7 @@ def train(
     ds = dataset_to(ds, dev)
     learner = make_learner(method, model, cfg, ds.n_classes)
     net = predictor(learner, model)  # what accuracy (and metrics["model"], hence attacks) uses
+    learner = harden(learner, net, cfg.robust, seed)  # [robust]: noisy or adversarial batches (itself when off)
     gen = shuffle_generator(seed)
     out_dir = Path(out) if out is not None else None
     state = RunState()

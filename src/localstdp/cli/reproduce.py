@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from ..registry import DEFAULT_METHODS, PEER_RULES, SHALLOW_BASELINES, TIMING_METHODS
+from ..registry import DEFAULT_METHODS, PEER_RULES, ROBUST_METHODS, SHALLOW_BASELINES, TIMING_METHODS
 
 # Per-suite defaults of --seeds, --frontier-seeds and --methods (what the suite is for), used when the
 # tasks come from --suite and the option is not given; an explicit option always wins. Without an
@@ -22,11 +22,16 @@ from ..registry import DEFAULT_METHODS, PEER_RULES, SHALLOW_BASELINES, TIMING_ME
 # the Fashion-MNIST tasks where a linear model is not enough; 3 seeds, 1,000 attacked test examples
 # (of 2,000 on a pair, 10,000 on fashion-mnist), the panel's backprop variants that the frontier and
 # the validation selection cover (backprop's weight decay and rate), and the shallow baselines.
+# robust (issue 33): the paper tasks' panel and frontier with the robustly trained families beside the rule,
+# backprop and the linear model, and input noise as a knob of those three; the grids below were fixed before
+# any run (the training radius around the headline eps 0.1; TRADES' beta 1 and the paper's 6), 3 seeds.
+ROBUST_SETS = ("frontier.input_noise=[0.1, 0.2, 0.3]", "frontier.adv_eps=[0.05, 0.1, 0.2]", "frontier.trades_beta=[1.0, 6.0]")
 SUITE_DEFAULTS: dict[str, dict] = {
     "paper": {"methods": (*DEFAULT_METHODS, *SHALLOW_BASELINES)},
     "nonlinear": {"seeds": 3, "n_attack": 1000, "methods": ("local", "backprop", "backprop-wd", *SHALLOW_BASELINES)},
     "peers": {"seeds": 3, "frontier_seeds": 0, "methods": ("local", "backprop", "backprop-wd", *PEER_RULES)},
     "timing": {"seeds": 3, "frontier_seeds": 0, "methods": ("local", *TIMING_METHODS)},
+    "robust": {"seeds": 3, "methods": ("local", "backprop", "linear", *ROBUST_METHODS), "sets": ROBUST_SETS},
 }
 GENERAL_DEFAULTS: dict = {"seeds": 5, "frontier_seeds": 3, "methods": None, "n_attack": 500, "val_attack": 500}
 
@@ -116,7 +121,8 @@ def cmd_reproduce(args) -> int:
     if args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs}: expected an integer >= 1")
     tasks = resolve_tasks(args.tasks, args.suite)
-    cfgs = {t: task_config(t).with_sets(args.set) for t in tasks}
+    suite_sets = () if args.tasks else SUITE_DEFAULTS.get(args.suite, {}).get("sets", ())  # before the user's --set
+    cfgs = {t: task_config(t).with_sets([*suite_sets, *args.set]) for t in tasks}
     where = f" on the dask scheduler at {args.scheduler}" if args.scheduler else ""
     print(f"reproduce: tasks {', '.join(tasks)}; methods {' '.join(methods)}; {args.seeds} seed(s), frontier "
           f"{args.frontier_seeds} seed(s){where} -> {args.out}", file=sys.stderr)

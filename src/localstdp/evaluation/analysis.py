@@ -174,7 +174,9 @@ def frontier_summary(frows: list[dict], task: str) -> dict:
                        "certified": {e: stats.describe([r["robust_accuracy"]["certified"][e] for r in rs])
                                      for e in eps if "certified" in rs[0]["robust_accuracy"]}})
     base = next((p for p in points if p["method"] == "local" and p["knob"] == "base"), None)
-    bp = _best_rate_per_decay([p for p in points if p["method"] == "backprop"])
+    # backprop's points: its weight decays (each at its validation-best rate) and its input-noise levels
+    bp = _best_rate_per_decay([p for p in points if p["method"] == "backprop" and p["knob"] == "backprop.weight_decay"])
+    bp += [p for p in points if p["method"] == "backprop" and p["knob"] != "backprop.weight_decay"]
     verdicts = {}
     if base is not None and bp:
         for e in base["worst"]:
@@ -183,10 +185,14 @@ def frontier_summary(frows: list[dict], task: str) -> dict:
             if p["method"] == "local":
                 p["position"] = {e: frontier_verdict(p, bp, e) for e in p["worst"]}
     out = {"points": points, "verdict": verdicts}
-    # the shallow baselines' frontiers (linear: its L2 strength; random-features: its readout's), when swept
-    against = {m: {e: frontier_verdict(base, fam, e) for e in base["worst"]} for m in ("linear", "random-features")
+    # the other families' frontiers, when swept: the shallow baselines' (L2 strength, input noise) and the
+    # robustly trained families' (training radius, TRADES' beta)
+    against = {m: {e: frontier_verdict(base, fam, e) for e in base["worst"]} for m in OTHER_FRONTIERS
                if base is not None and (fam := [p for p in points if p["method"] == m])}
     return out | ({"against": against} if against else {})
+
+
+OTHER_FRONTIERS = ("linear", "random-features", "backprop-at", "backprop-trades", "local-at")
 
 
 def _best_rate_per_decay(bp: list[dict]) -> list[dict]:
@@ -288,6 +294,9 @@ def format_p(p) -> str:
     return "n/a" if p is None else (f"{p:.2g}" if p >= 1e-3 else "< 0.001")
 
 
+FRONTIER_NAMES = {"linear": "the linear model's L2", "random-features": "the random-features readout's L2",
+                  "backprop-at": "PGD adversarial training's radius", "backprop-trades": "TRADES' radius and beta",
+                  "local-at": "the adversarially trained local rule's radius"}
 FRONTIER_WORDS = {"not comparable": "outside its clean-accuracy range (not comparable)"}
 
 
@@ -317,6 +326,6 @@ def sentences(res, task, best_clean, best_rob, acc, rob, cert, fr) -> list[str]:
         out.append(f"{task}: against backprop's weight-decay frontier the local rule's point lies "
                    + frontier_phrase(fr) + ".")
     for m, v in res.get("frontier", {}).get(task, {}).get("against", {}).items():
-        what = "the linear model's" if m == "linear" else "the random-features readout's"
-        out.append(f"{task}: against {what} L2 frontier the local rule's point lies " + frontier_phrase(v) + ".")
+        what = FRONTIER_NAMES.get(m, f"{m}'s")
+        out.append(f"{task}: against {what} frontier the local rule's point lies " + frontier_phrase(v) + ".")
     return out

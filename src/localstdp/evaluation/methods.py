@@ -18,6 +18,14 @@ in its base sections (``local``, ``backprop``) or in ``[methods.<name>]`` (the v
   local-timing  the local rule in timing mode (rule.mode = "timing", whatever the config's [rule] says):
                 the local rule's settings plus [methods.local-timing]; only with ``--methods`` or
                 ``--suite timing``
+  backprop-at   backprop trained on PGD adversarial examples (Madry et al. 2018; rules/robust.py)
+  backprop-trades  backprop trained with the TRADES objective (Zhang et al. 2019), beta 6 (the paper's)
+  local-at      the local rule shown adversarial examples crafted against its own current model (the
+                attack differentiates the network; the update stays local)
+                these three only with ``--methods`` or ``--suite robust``; each trains at radius 0.1 (the
+                headline eps, as Madry et al. train at the eps they test at) unless [methods.<name>.robust]
+                adv_eps says otherwise, and the frontier sweeps that radius (frontier.adv_eps, and TRADES'
+                beta: frontier.trades_beta), so the validation robustness selection chooses it
 
 The test split plays no part in any choice: epochs are picked by validation accuracy.
 """
@@ -40,6 +48,7 @@ class PanelMethod:
     early_stop: bool  # the reported model is the epoch with the best validation accuracy
     about: str
     sets: tuple[str, ...] = ()  # ``--set``-style values that define the method, applied last
+    defaults: tuple[str, ...] = ()  # ``--set``-style values applied first: [methods.<name>] may change them
 
 
 PANEL: dict[str, PanelMethod] = {
@@ -59,6 +68,12 @@ PANEL: dict[str, PanelMethod] = {
                                    "the same network, hidden layers frozen at initialisation, readout trained"),
     "local-timing": PanelMethod("local-timing", "local", False, "the local rule in timing mode (the STDP window)",
                                 ('rule.mode="timing"',)),
+    "backprop-at": PanelMethod("backprop-at", "backprop", False, "backprop, PGD adversarial training (Madry et al. 2018)",
+                               defaults=("robust.adv_eps=0.1",)),
+    "backprop-trades": PanelMethod("backprop-trades", "backprop", False, "backprop, TRADES (Zhang et al. 2019)",
+                                   defaults=("robust.adv_eps=0.1", "robust.trades_beta=6.0")),
+    "local-at": PanelMethod("local-at", "local", False, "the local rule on adversarial examples of its own model",
+                            defaults=("robust.adv_eps=0.1",)),
 }
 assert tuple(PANEL) == PANEL_METHODS
 
@@ -85,7 +100,8 @@ def method_config(cfg: ExperimentConfig, name: str) -> ExperimentConfig:
         raise ConfigError(f"{name} needs its L2 strength chosen on validation: set [methods.{name}.backprop] "
                           f"weight_decay (choose it with `localstdp tune --rule {name} --grid "
                           f"backprop.weight_decay=...`, or --set methods.{name}.backprop.weight_decay=...)")
-    out = cfg.for_method(name).with_sets(PANEL[name].sets)
+    spec = PANEL[name]
+    out = (cfg.with_sets(spec.defaults) if spec.defaults else cfg).for_method(name).with_sets(spec.sets)
     if name == "backprop-wd" and out.backprop.weight_decay <= 0:
         raise ConfigError("backprop-wd needs a weight decay > 0: set [methods.backprop-wd.backprop] weight_decay "
                           "(choose it with `localstdp tune --rule backprop-wd --grid backprop.weight_decay=...`)")

@@ -203,7 +203,9 @@ def step_cost(cfg: ExperimentConfig, ds: Dataset, settings: GridSettings, method
     k = ds.n_classes if ff else 1
     n_train, n_eval = len(ds.y_train), len(ds.y_train) + len(ds.y_val) + len(ds.y_test)
     n_attack = min(settings.n_attack or len(ds.y_test), len(ds.y_test))
-    train_passes = mcfg.train.epochs * (n_train * TRAIN_PASSES * (2 if ff else 1) + n_eval * k)
+    r = mcfg.robust  # adversarial training: each PGD step is about one more training pass (TRADES: one more)
+    adv = 1 + (r.adv_steps + (r.trades_beta > 0)) * (r.adv_eps > 0)
+    train_passes = mcfg.train.epochs * (n_train * TRAIN_PASSES * (2 if ff else 1) * adv + n_eval * k)
     passes = WORST_ONLY_PASSES if worst_only else ATTACK_PASSES
     n_val = min(settings.val_attack, len(ds.y_val))  # the validation attack: worst case only, frontier eps
     return flops * (train_passes + n_attack * n_eps * passes * k + n_val * len(settings.frontier_eps) * WORST_ONLY_PASSES * k)
@@ -231,10 +233,11 @@ def _steps(plan, cfgs, settings, data) -> list[_Step]:
 
 def _method_settings(cfg: ExperimentConfig, method: str) -> dict:
     m = method_config(cfg, method)
-    if PANEL[method].learner == "local":  # local, local-timing
+    robust = {"robust": dataclasses.asdict(m.robust)} if m.robust.active else {}  # rules/robust.py's training
+    if PANEL[method].learner == "local":  # local, local-timing, local-at
         return {"lr": m.train.lr, "a_hi": m.rule.a_hi, "a_lo": m.rule.a_lo, "mode": m.rule.mode,
-                "weight_decay": m.rule.weight_decay, "lr_schedule": m.train.lr_schedule}
+                "weight_decay": m.rule.weight_decay, "lr_schedule": m.train.lr_schedule} | robust
     if method in ("linear", "random-features"):  # rules/shallow.py: no optimiser settings, one L2 strength
-        return {"l2": m.backprop.weight_decay, "solver": "L-BFGS, full batch", "early_stopped": False}
+        return {"l2": m.backprop.weight_decay, "solver": "L-BFGS, full batch", "early_stopped": False} | robust
     params = m.peers if PANEL[method].learner not in ("backprop", "backprop-mse") else m.backprop
-    return dataclasses.asdict(params) | {"early_stopped": PANEL[method].early_stop}
+    return dataclasses.asdict(params) | {"early_stopped": PANEL[method].early_stop} | robust

@@ -17,7 +17,10 @@ def frontier_points(cfg: ExperimentConfig, methods: Sequence[str] = ()) -> list[
     the rate is re-chosen on validation per decay, see analysis.frontier_summary), and the local
     rule at its own settings and along each of its knobs (eta, epochs, rule.weight_decay, target
     contrast); with ``linear`` / ``random-features`` among ``methods``, their L2 strength
-    (frontier.linear_l2 / readout_l2). ``overrides`` are ``--set`` strings applied to the method's config."""
+    (frontier.linear_l2 / readout_l2); input noise (frontier.input_noise) for the local rule, backprop and
+    the linear model; with ``backprop-at`` / ``backprop-trades`` / ``local-at`` among ``methods``, their training
+    radius (frontier.adv_eps) and TRADES' beta (frontier.trades_beta). ``overrides`` are ``--set`` strings
+    applied to the method's config."""
     f = cfg.frontier
     pts = []
     for v in f.backprop_weight_decay:
@@ -39,22 +42,39 @@ def frontier_points(cfg: ExperimentConfig, methods: Sequence[str] = ()) -> list[
         if m in methods:  # the L2 strength of rules/shallow.py is backprop.weight_decay
             pts += [{"method": m, "knob": "backprop.weight_decay", "value": v,
                      "overrides": [f"backprop.weight_decay={v!r}"]} for v in values]
+    # input noise in training (rules/robust.py), a knob of every family alike: the local rule, backprop (at its
+    # own rate, no decay) and the linear model; then the robustly trained families along their radius / beta
+    for m in ("local", "backprop", "linear"):
+        if m != "linear" or m in methods:
+            pts += [_robust_point(m, "input_noise", v) for v in f.input_noise]
+    for m in ("backprop-at", "backprop-trades", "local-at"):
+        if m in methods:
+            pts += [_robust_point(m, "adv_eps", v) for v in f.adv_eps]
+            pts += [_robust_point(m, "trades_beta", v) for v in (f.trades_beta if m == "backprop-trades" else ())]
     return pts
 
 
+def _robust_point(method: str, key: str, value: float) -> dict:
+    return {"method": method, "knob": f"robust.{key}", "value": value, "overrides": [f"robust.{key}={value!r}"]}
+
+
 KNOB_LABELS = {"backprop.weight_decay": "weight_decay", "train.lr": "eta", "train.epochs": "epochs",
-               "rule.weight_decay": "weight_decay", "rule.targets": "targets"}
+               "rule.weight_decay": "weight_decay", "rule.targets": "targets", "robust.input_noise": "noise",
+               "robust.adv_eps": "eps", "robust.trades_beta": "beta"}
+# the knobs whose point at the method's own setting IS its panel model (from_panel)
+PANEL_KNOBS = ("backprop.weight_decay", "robust.adv_eps", "robust.trades_beta")
 
 
 def point_name(p: dict) -> str:
     """e.g. "backprop:weight_decay=0.001", "backprop:weight_decay=0.001,lr=0.003" (with
     frontier.backprop_lr), "local" (its own settings), "local:eta=0.2", "local:a_hi=0.8,a_lo=0.2",
-    "linear:l2=0.01"."""
+    "linear:l2=0.01", "linear:noise=0.1", "backprop-at:eps=0.05", "backprop-trades:beta=1.0"."""
     if p["knob"] == "base":
         return p["method"]
     if p["knob"] == "rule.targets":  # a name is also a file name (OUT/units): no "/" in it
         return f"{p['method']}:a_hi={p['value'][0]},a_lo={p['value'][1]}"
-    label = "l2" if p["method"] in ("linear", "random-features") else KNOB_LABELS[p["knob"]]
+    shallow = p["method"] in ("linear", "random-features") and p["knob"] == "backprop.weight_decay"
+    label = "l2" if shallow else KNOB_LABELS[p["knob"]]
     return f"{p['method']}:{label}={p['value']}" + (f",lr={p['lr']}" if "lr" in p else "")
 
 
@@ -80,8 +100,10 @@ def from_panel(point: dict, cfg: ExperimentConfig) -> str | None:
     weight decay / L2 strength (and, for a point with its own rate, the config's own rate)."""
     if point["method"] == "local" and point["knob"] == "base":
         return "local"
-    m = point["method"]
-    if point["knob"] == "backprop.weight_decay" and point["value"] == method_config(cfg, m).backprop.weight_decay:
-        if "lr" not in point or point["lr"] == method_config(cfg, m).backprop.lr:
+    m, knob = point["method"], point["knob"]
+    if knob in PANEL_KNOBS:
+        own = method_config(cfg, m)
+        section, key = knob.split(".")
+        if point["value"] == getattr(getattr(own, section), key) and ("lr" not in point or point["lr"] == own.backprop.lr):
             return m
     return None

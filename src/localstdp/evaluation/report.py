@@ -20,7 +20,8 @@ from .stats import holm_text
 ATTACK_ORDER = ("fgsm", "pgd", "autoattack", "targeted", "square", "random_search", "transfer", "noise", "worst", "certified")
 METHOD_COLORS = {"local": "tab:blue", "backprop": "tab:red", "backprop-wd": "tab:orange", "backprop-es": "tab:purple",
                  "backprop-mse": "tab:brown", "linear": "tab:green", "random-features": "tab:olive",
-                 "local-timing": "tab:cyan"}
+                 "local-timing": "tab:cyan", "backprop-at": "tab:pink", "backprop-trades": "tab:gray",
+                 "local-at": "navy"}
 
 
 def _cell(summary, task, method, metric, attack=None, eps=None):
@@ -45,12 +46,25 @@ def _diff(c) -> str:
 def _settings(d: dict) -> str:
     if "a_hi" in d:  # the local rule
         s = f"eta {d['lr']:g}, targets {d['a_hi']:g}/{d['a_lo']:g}, {d['mode']} mode"
-        return s + (f", weight decay {d['weight_decay']:g}" if d["weight_decay"] else "")
+        return s + (f", weight decay {d['weight_decay']:g}" if d["weight_decay"] else "") + _robust(d)
     if "l2" in d:  # linear / random-features (rules/shallow.py): one L2 strength, no optimiser settings
-        return f"L2 {d['l2']:g}, {d['solver']}"
+        return f"L2 {d['l2']:g}, {d['solver']}" + _robust(d)
     s = f"{d['optimizer']} lr {d['lr']:g}"
     s += f", weight decay {d['weight_decay']:g}" if d["weight_decay"] else ""
-    return s + (", early-stopped on validation" if d.get("early_stopped") else "")
+    return s + (", early-stopped on validation" if d.get("early_stopped") else "") + _robust(d)
+
+
+def _robust(d: dict) -> str:
+    """The ``[robust]`` training of a method's settings (rules/robust.py), e.g. ", PGD adversarial training
+    at eps 0.1 (7 steps)"; "" without."""
+    r = d.get("robust")
+    if not r:
+        return ""
+    s = f", input noise {r['input_noise']:g}" if r["input_noise"] else ""
+    if r["adv_eps"]:
+        what = f"TRADES beta {r['trades_beta']:g}" if r["trades_beta"] else "PGD adversarial training"
+        s += f", {what} at eps {r['adv_eps']:g} ({r['adv_steps']} steps)"
+    return s
 
 
 def versions_line(settings: dict) -> list[str]:
@@ -276,9 +290,9 @@ def plot_frontier(results: dict, task: str, path) -> None:
     fig, axes = plt.subplots(1, len(es), figsize=(6 * len(es), 4.8), squeeze=False)
     for ax, e in zip(axes[0], es):
         # backprop's frontier: each weight decay at its validation-best rate (frontier.backprop_lr); the other rates faint
-        bp = sorted((p for p in fr["points"] if p["method"] == "backprop" and p.get("on_frontier", True)),
-                    key=lambda p: p["value"])
-        off = [p for p in fr["points"] if p["method"] == "backprop" and not p.get("on_frontier", True)]
+        wd = [p for p in fr["points"] if p["method"] == "backprop" and p["knob"] == "backprop.weight_decay"]
+        bp = sorted((p for p in wd if p.get("on_frontier", True)), key=lambda p: p["value"])
+        off = [p for p in wd if not p.get("on_frontier", True)]
         if off:
             ax.scatter([p["clean"]["mean"] for p in off], [p["worst"][e]["mean"] for p in off], s=8, color="tab:red",
                        alpha=0.25, label="backprop, rates validation did not choose")
@@ -299,12 +313,21 @@ def plot_frontier(results: dict, task: str, path) -> None:
                             label="local rule" + ("" if knob == "base" else f", {knob} sweep"))
         ax.set_xlabel("clean test accuracy")
         ax.set_ylabel(f"worst-case accuracy at eps {e}")
-        for m, color in (("linear", "tab:green"), ("random-features", "tab:olive")):
-            pts = sorted((p for p in fr["points"] if p["method"] == m), key=lambda p: p["value"])
+        for m in ("linear", "random-features", "backprop-at", "backprop-trades", "local-at"):
+            for knob, what, mk in (("backprop.weight_decay", "L2", "v"), ("robust.adv_eps", "training eps", "h"),
+                                   ("robust.trades_beta", "beta", "8")):
+                pts = sorted((p for p in fr["points"] if p["method"] == m and p["knob"] == knob), key=lambda p: p["value"])
+                if pts:
+                    ax.errorbar([p["clean"]["mean"] for p in pts], [p["worst"][e]["mean"] for p in pts],
+                                xerr=[p["clean"]["std"] for p in pts], yerr=[p["worst"][e]["std"] for p in pts],
+                                color=METHOD_COLORS[m], marker=mk, ms=4, capsize=2, label=f"{m}, {what} sweep")
+        for m in ("local", "backprop", "linear"):  # input noise in training (frontier.input_noise)
+            pts = sorted((p for p in fr["points"] if p["method"] == m and p["knob"] == "robust.input_noise"),
+                         key=lambda p: p["value"])
             if pts:
                 ax.errorbar([p["clean"]["mean"] for p in pts], [p["worst"][e]["mean"] for p in pts],
                             xerr=[p["clean"]["std"] for p in pts], yerr=[p["worst"][e]["std"] for p in pts],
-                            color=color, marker="v", ms=4, capsize=2, label=f"{m}, L2 sweep")
+                            color=METHOD_COLORS[m], marker="x", ms=6, ls=":", capsize=2, label=f"{m}, input noise sweep")
         ax.set_title(f"{task}, eps {e}: local point vs backprop's frontier: {fr['verdict'].get(e, '?')}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

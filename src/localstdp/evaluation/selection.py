@@ -2,8 +2,9 @@
 
 Per method family (the local rule over all its frontier settings; backprop over its weight decays,
 and its rates when frontier.backprop_lr is given; the linear model and random features over their
-L2 strengths), the setting chosen is the one with the highest worst-case accuracy ON THE
-VALIDATION SPLIT (attacked there: units.val_robust) among the settings whose mean validation
+L2 strengths; each with its input-noise levels when frontier.input_noise is given; the adversarially
+trained families over their training radius, TRADES also over its beta), the setting chosen is the
+one with the highest worst-case accuracy ON THE VALIDATION SPLIT (attacked there: units.val_robust) among the settings whose mean validation
 accuracy is within :data:`SELECT_TOL` of the family's best. The rule is fixed in advance and the
 same for every family; exact ties on the validation worst case at the headline eps are broken by
 the mean validation worst case over all frontier eps, then by validation accuracy, then by the
@@ -21,7 +22,7 @@ from . import stats
 from .settings import HEADLINE_EPS, unpack
 
 SELECT_TOL = 0.01  # one point of mean validation accuracy, fixed before any run
-FAMILIES = ("local", "backprop", "linear", "random-features")
+FAMILIES = ("local", "backprop", "linear", "random-features", "backprop-at", "backprop-trades", "local-at")
 ALPHA = 0.05
 
 
@@ -108,6 +109,16 @@ def _fmt(d: dict) -> str:
     return f"{d['mean']:.3f} ± {d['std']:.3f}"
 
 
+def _robust_words(sel: dict) -> str:
+    """What the families of a run with training for robustness (issue 33) also range over; "" without."""
+    fams = {f: d for s in sel.values() for f, d in s["families"].items()}
+    noise = any(":noise=" in c["point"] for d in fams.values() for c in d["candidates"])
+    adv = [f for f in ("backprop-at", "backprop-trades", "local-at") if f in fams]
+    return ((", each with its input-noise levels" if noise else "")
+            + (f"; {', '.join(adv)} over their training radius" + (" and TRADES' beta" if "backprop-trades" in adv
+                                                                    else "") if adv else ""))
+
+
 def selection_lines(results: dict) -> list[str]:
     """results.md's section: per task, each family's chosen setting with its test numbers, and the
     local rule's chosen setting against each family's."""
@@ -116,7 +127,7 @@ def selection_lines(results: dict) -> list[str]:
         return []
     lines = ["", "## Validation robustness selection (the headline robustness comparison)", "",
              f"Per family (the local rule over its frontier settings, backprop over its weight decays and rates, the "
-             f"linear model and random features over their L2 strengths), the setting with the highest worst-case "
+             f"linear model and random features over their L2 strengths{_robust_words(sel)}), the setting with the highest worst-case "
              f"accuracy on the VALIDATION split (attacked there, worst case of the suite at the frontier eps) among "
              f"the settings within {SELECT_TOL:g} of the family's best mean validation accuracy; ties by the mean "
              f"validation worst case over the eps, then validation accuracy. Test numbers (mean ± std over seeds) "

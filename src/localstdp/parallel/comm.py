@@ -48,8 +48,12 @@ def check_exchange(exchange: str) -> None:
 
 
 def check_config(cfg: ExperimentConfig, mode: str, method: str) -> None:
-    """Rule options a parallel mode cannot honour (ConfigError, exit status 2): none at present
-    (rule.center runs in both modes: data parallel shares the whole batch's presynaptic means)."""
+    """Options a parallel mode cannot honour (ConfigError, exit status 2): ``[robust]`` training (its
+    noise and adversarial batches are drawn by the single-process loop; rule.center runs in both modes:
+    data parallel shares the whole batch's presynaptic means)."""
+    if cfg.robust.active:
+        raise ConfigError(f"--parallel {mode}: [robust] training (input noise, adversarial examples) runs in the "
+                          "single-process loop only; train without --parallel")
 
 
 # ----------------------------------------------------------------------------------------------

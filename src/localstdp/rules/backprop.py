@@ -73,9 +73,14 @@ class Backprop:
             group["lr"] = self.params.lr * factor
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        return self.step_loss(x, y, lambda x, y: self.loss_mean(self.model(x), y))
+
+    def step_loss(self, x: torch.Tensor, y: torch.Tensor, loss_fn) -> float:
+        """One optimiser step on ``loss_fn(x, y)`` (a scalar of the model's parameters; ``step``'s is the
+        training loss, rules/robust.py's TRADES its own objective)."""
         y = checks.package_batch(self.model, x, y, self.n_classes)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_mean(self.model(x), y)
+        loss = loss_fn(x, y)
         loss.backward()
         self.optimizer.step()
         keep = getattr(self.model, "keep_connectivity_", None)  # a user's own nn.Module has none
