@@ -69,6 +69,10 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--pgd-restarts", type=int, default=3, help="PGD random starts per loss (default 3)")
     p.add_argument("--square-queries", type=int, default=300, help="Square attack iterations (default 300)")
     p.add_argument("--no-autoattack", action="store_true", help="leave AutoAttack out of the suite")
+    p.add_argument("--autoattack-standard", action="store_true",
+                   help="also run the official AutoAttack code, standard version (APGD-CE, APGD-T, FAB-T, Square "
+                   "5,000), on every other attack's survivors: attack 'aa-standard' in the worst case "
+                   "(pip install 'localstdp[autoattack]')")
     p.add_argument("--no-certify", action="store_true", help="skip the certified (bound) accuracy")
     p.add_argument("--no-diagnostics", action="store_true", help="skip each panel model's diagnostics (effective "
                    "rank, median |cos|, linear readouts by layer, certified radii)")
@@ -104,11 +108,16 @@ def cmd_reproduce(args) -> int:
     from ..robustness.suite import AttackSettings
 
     try:
-        extra = {"autoattack": False} if args.no_autoattack else {}
+        extra = ({"autoattack": False} if args.no_autoattack else {}) | (
+            {"autoattack_standard": True} if args.autoattack_standard else {})
         attacks = AttackSettings(pgd_steps=args.pgd_steps, pgd_restarts=args.pgd_restarts,
                                  square_queries=args.square_queries, **extra)
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
+    if args.autoattack_standard:
+        from ..robustness import official
+
+        official.require()  # one line now, not a failure in the first worker
     d = suite_defaults(args)
     args.seeds, args.frontier_seeds, args.n_attack, args.val_attack = (d[k] for k in ("seeds", "frontier_seeds",
                                                                                       "n_attack", "val_attack"))

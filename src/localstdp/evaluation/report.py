@@ -17,7 +17,7 @@ from .diagnostics_report import has_diagnostics, markdown_lines, plot_diagnostic
 from .selection import selection_lines
 from .stats import holm_text
 
-ATTACK_ORDER = ("fgsm", "pgd", "autoattack", "targeted", "square", "random_search", "transfer", "noise", "worst", "certified")
+ATTACK_ORDER = ("fgsm", "pgd", "autoattack", "targeted", "aa-standard", "square", "random_search", "transfer", "noise", "worst", "certified")
 METHOD_COLORS = {"local": "tab:blue", "backprop": "tab:red", "backprop-wd": "tab:orange", "backprop-es": "tab:purple",
                  "backprop-mse": "tab:brown", "linear": "tab:green", "random-features": "tab:olive",
                  "local-timing": "tab:cyan", "backprop-at": "tab:pink", "backprop-trades": "tab:gray",

@@ -29,6 +29,8 @@ step for step, never weaker per example than ART's own implementations on the re
           ``autoattack=False`` leaves it out;
   targeted  (>= 3 classes, ``targets`` > 0) APGD-T and multi-targeted PGD (:mod:`.targeted`) on the
           examples every attack above left at that eps (its accuracy is theirs or less);
+  aa-standard  (``autoattack_standard``) the official AutoAttack code, "standard" version, on the examples
+          every attack above left (:mod:`.official`);
   noise   one draw of random sign noise, x + eps * s, s in {-1, +1}^d (a floor, not an attack);
   transfer  PGD examples (both losses, full strength: every start's last iterate) crafted on ANOTHER
           model, applied to this one;
@@ -47,7 +49,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,8 +58,7 @@ import torch
 from torch import nn
 
 from .. import checks
-from ..errors import ArgumentTypeError
-from . import native
+from . import native, official
 from .attacks import (  # noqa: F401  (re-exported: the suite's primitives live in attacks.py)
     AUTOATTACK_PARTS,
     MarginLoss,
@@ -77,6 +77,7 @@ from .attacks import (  # noqa: F401  (re-exported: the suite's primitives live 
     square,
     zero_gradient_fraction,
 )
+from .suite_args import check_suite_args
 from .targeted import suite_targeted
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ class AttackSettings:
     AutoAttack's gradient-free component, an integer >= 1 runs a separate one with that many
     iterations on the APGD survivors. AutoAttack's standard version is apgd_steps=100,
     apgd_restarts=1, autoattack_queries=5000 (its cost: ``localstdp bench --attacks``); targets >= 0: classes
-    the targeted attacks aim at (three classes or more; 0 leaves them out);
+    the targeted attacks aim at (three classes or more; 0 leaves them out); autoattack_standard: also the official
+    AutoAttack, "standard" version, on every other attack's survivors (:mod:`.official`; needs pyautoattack);
     tol: slack (a fraction of the attacked examples) the masking checks allow for sampling noise;
     unbounded_max: the white-box accuracy at the largest eps must not exceed this (~0);
     sanity_eps: eps at and above it get the sanity budget, sanity_steps >= 1 PGD and APGD steps with one
@@ -123,6 +125,7 @@ class AttackSettings:
     apgd_restarts: int = 1
     autoattack_queries: int | None = None
     targets: int = 9
+    autoattack_standard: bool = False
     tol: float = 0.01
     unbounded_max: float = 0.05
     sanity_eps: float = 0.5
@@ -144,6 +147,7 @@ class AttackSettings:
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
                 checks.fail(name, "an integer >= 1", repr(v))
         checks.flag("autoattack", self.autoattack)
+        checks.flag("autoattack_standard", self.autoattack_standard)
         checks.integer("targets", self.targets, lo=0)
         checks.number("tol", self.tol, 0, 1, hi_open=True)
         checks.number("unbounded_max", self.unbounded_max, 0, 1, hi_open=True)
@@ -210,14 +214,14 @@ def attack_suite(model: nn.Module, x: np.ndarray, y: np.ndarray, input_shape: tu
     examples, so a survivor's attack is the one the panel mode runs on it: both modes give the same
     worst case (tests/test_experiments.py).
     """
-    x, y, input_shape = _check_suite_args(model, x, y, input_shape, n_classes, settings, seed, progress, worst_only)
+    x, y, input_shape = check_suite_args(model, x, y, input_shape, n_classes, settings, seed, progress, worst_only)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     image = len(input_shape) == 3
     search = "square" if image else "random_search"
     res = SuiteResult(clean=correct(model, x, y), zero_gradient_fraction=zero_gradient_fraction(model, x, y))
     clean = torch.from_numpy(res.clean)
     names = ("fgsm", "pgd") + (("autoattack",) if settings.autoattack else ()) + (search, "noise")
-    names += ("targeted",) if settings.targets and n_classes >= 3 else ()
+    names += (("targeted",) if settings.targets and n_classes >= 3 else ()) + ((official.NAME,) if settings.autoattack_standard else ())
     for name in ("worst",) if worst_only else names:
         res.correct[name] = {}
     alive = clean.clone()
@@ -252,54 +256,12 @@ def attack_suite(model: nn.Module, x: np.ndarray, y: np.ndarray, input_shape: tu
             else:  # the suite's run above is AutoAttack's gradient-free part
                 res.correct["autoattack"][k] = survived.numpy() & res.correct[search][k]
         res.correct["noise"][k] = correct(model, sign_noise(x, eps, s), y) & res.clean
-        if "targeted" in res.correct:  # on the survivors of every attack above at this eps
-            left = torch.from_numpy(np.logical_and.reduce([res.correct[a][k] for a in names[:-1]]))
-            res.correct["targeted"][k] = (left & ~suite_targeted(model, xt, yt, eps, s, b, settings.targets, n_classes, left)).numpy()
+        for name in [a for a in ("targeted", official.NAME) if a in res.correct]:  # on every earlier attack's survivors
+            left = torch.from_numpy(np.logical_and.reduce([res.correct[a][k] for a in names[:names.index(name)]]))
+            res.correct[name][k] = (left & ~(suite_targeted(model, xt, yt, eps, s, b, settings.targets, n_classes, left)
+                                             if name == "targeted" else official.broken(model, xt, yt, eps, s, left, n_classes))).numpy()
         log.debug("eps %s: %s", k, {a: float(v[k].mean()) for a, v in res.correct.items()})
     return res
-
-
-def _check_suite_args(model, x, y, input_shape, n_classes, settings, seed, progress, worst_only):
-    """attack_suite's arguments (ArgumentError / ArgumentTypeError naming the argument); returns x as float32
-    (n, *input_shape), y as int64 and input_shape as a tuple. Puts ``model`` in eval mode and runs it on one
-    example: its output must be (1, n_classes) logits."""
-    checks.instance("model", model, nn.Module, "a torch.nn.Module")
-    input_shape = checks.shape("input_shape", input_shape)
-    if len(input_shape) not in (1, 3):
-        checks.fail("input_shape", "(features,) or an image shape (channels, height, width)", repr(input_shape))
-    n_classes = checks.integer("n_classes", n_classes, lo=2)
-    checks.instance("settings", settings, AttackSettings, "an AttackSettings")
-    checks.seed("seed", seed)
-    checks.optional_callable("progress", progress)
-    checks.flag("worst_only", worst_only)
-    x = checks.unit_inputs("x", x)
-    if len(x) == 0:
-        checks.fail("x", "at least one example", f"shape {x.shape}")
-    size = math.prod(input_shape)
-    if math.prod(x.shape[1:]) != size:
-        checks.fail("x", f"{size} values per example (input_shape {input_shape})", f"shape {x.shape}")
-    y = checks.class_labels("y", y, len(x), n_classes)
-    for name, p in itertools.chain(model.named_parameters(), model.named_buffers()):
-        if p.device.type != "cpu":
-            checks.fail("model", "a model on the CPU (the attacks run there: model.cpu())", f"{name} on {p.device}")
-        if p.is_floating_point() and p.dtype != torch.float32:
-            checks.fail("model", "float32 parameters (the attacks feed float32 inputs: model.float())",
-                        f"{name} of dtype {str(p.dtype).removeprefix('torch.')}", ArgumentTypeError)
-    x = x.astype(np.float32, copy=False).reshape((len(x), *input_shape))
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(torch.from_numpy(x[:1]))
-    except torch.OutOfMemoryError:
-        raise
-    except RuntimeError as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        checks.fail("x", f"inputs of shape input_shape = {input_shape} that the model's forward accepts",
-                    f"its forward failed on one: {msg}")
-    if not isinstance(out, torch.Tensor) or out.shape != (1, n_classes):
-        checks.fail("n_classes", "the number of logits the model returns per example",
-                    f"{n_classes}, the model returns {checks.got(out)} for one example")
-    return x, y, input_shape
 
 
 def _search(model, xt, yt, x, eps, s, b, image, alive, own: bool = False) -> torch.Tensor:
@@ -332,6 +294,8 @@ def _worst_case(model, xt, yt, x, eps, s, b, settings, image, alive, aa_losses, 
         alive &= ~_search(model, xt, yt, x, eps, _sub_seed(s, 2), b, image, alive, own=True)
     if settings.targets and n_classes >= 3 and alive.any():
         alive &= ~suite_targeted(model, xt, yt, eps, s, b, settings.targets, n_classes, alive)
+    if settings.autoattack_standard and alive.any():
+        alive &= ~official.broken(model, xt, yt, eps, s, alive, n_classes)
     return alive
 
 
