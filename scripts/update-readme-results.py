@@ -2,6 +2,9 @@
 
     .venv/bin/python scripts/update-readme-results.py docs/reproduce/results.json \
         [docs/nonlinear/results.json [docs/nonlinear/ten/results.json]]
+    .venv/bin/python scripts/update-readme-results.py --robust docs/robust/results.json \
+        docs/robust/fashion-0v6/results.json docs/robust/fashion-2v6/results.json \
+        docs/robust/fashion-mnist-small/results.json
 
 README.md's ``<!-- summary:begin -->`` ... ``<!-- summary:end -->`` block gets :func:`summary_table` (the
 README's one table); docs/results.md's ``tables`` block gets the full tables (``readme_tables``) and its
@@ -14,6 +17,10 @@ the chosen settings of every family on the paper tasks and, when given, on the n
 ``selection`` and ``results`` blocks get the full sections; the third run (ten-class Fashion-MNIST,
 fashion-mnist-small) joins the README's table and fills docs/nonlinear.md's ``ten-tables``,
 ``ten-selection`` and ``ten-results`` blocks.
+
+With ``--robust`` (issue 33): README.md's ``robust`` block gets the robust suite's selection table and
+sentences and the Fashion-MNIST panel runs' table (:func:`panel_table`); docs/results.md's
+``robust-selection``, ``robust-results`` and ``robust-fashion`` blocks the full sections.
 """
 
 from __future__ import annotations
@@ -99,7 +106,51 @@ def selection_blocks(paper: dict, nonlinear: dict | None, ten: dict | None = Non
     return out
 
 
+SHORT = {"higher": "higher", "lower": "lower", "no significant difference": "n.s."}
+
+
+def panel_table(runs: list[dict], eps: str = "0.1") -> str:
+    """Per task of panel runs (no frontier): each method's mean clean / worst-case test accuracy at ``eps``,
+    and the local rule's paired difference in worst case against each method (the panel's comparisons:
+    bootstrap over seeds and test examples, Holm within its run)."""
+    methods = list(dict.fromkeys(m for r in runs for m in r["settings"]["methods"]))
+    lines = ["| task | seeds | " + " | ".join(methods) + f" | local − method, worst @ {eps} |",
+             "|---|---|" + "---|" * len(methods) + "---|"]
+    for res in runs:
+        for t in res["checks"]:
+            cells = [_mean(res["summary"], t, m, "clean_accuracy") + " / "
+                     + _mean(res["summary"], t, m, "robust_accuracy", "worst", eps) for m in methods]
+            cmp = [c for c in res["comparisons"] if c["task"] == t and c["metric"] == "robust_accuracy"
+                   and c["attack"] == "worst" and c["eps"] == eps]
+            verdicts = "; ".join(f"{c['baseline']} {c['diff_mean']:+.3f} ({SHORT[c['verdict']]})" for c in cmp)
+            lines.append(f"| {t} | {len(res['settings']['seeds'])} | " + " | ".join(cells) + f" | {verdicts} |")
+    return "\n".join(lines) + "\n"
+
+
+def robust_blocks(paper: dict, fashion: list[dict]) -> dict[tuple[Path, str], str]:
+    """(file, block tag) -> body of the blocks of the robustly trained families' runs (issue 33): the paper
+    tasks' ``--suite robust`` run (``paper``: its validation selection) and the Fashion-MNIST panel runs of
+    scripts/robust-fashion.sh (``fashion``)."""
+    from localstdp.evaluation.report import readme_tables
+    from localstdp.evaluation.selection import selection_lines, selection_table
+
+    out = {(README, "robust"): selection_table([paper]) + "\n" + selection_sentences([paper])
+           + ("\n" + panel_table(fashion) if fashion else "")}
+    out[PAGE, "robust-selection"] = "\n".join(selection_lines(paper)[1:]) + "\n"
+    out[PAGE, "robust-results"] = sentences(paper)
+    if fashion:
+        out[PAGE, "robust-fashion"] = "".join(readme_tables(r) + "\n" + sentences(r) for r in fashion)
+    return out
+
+
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--robust":  # --robust PAPER_ROBUST.json [FASHION.json ...]
+        sys.path.insert(0, str(ROOT / "src"))
+        runs = [json.loads(Path(a).read_text()) for a in argv[1:]]
+        for (path, tag), body in robust_blocks(runs[0], runs[1:]).items():
+            replace(path, tag, body)
+        print(f"README.md, docs/results.md: the robust blocks of {len(runs)} run(s)")
+        return 0
     res = json.loads(Path(argv[0]).read_text())
     nonlinear = json.loads(Path(argv[1]).read_text()) if len(argv) > 1 else None
     ten = json.loads(Path(argv[2]).read_text()) if len(argv) > 2 else None

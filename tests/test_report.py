@@ -150,3 +150,24 @@ def test_selection_blocks_come_from_the_committed_results():
         m = re.search(rf"<!-- {tag}:begin -->\n(.*?)<!-- {tag}:end -->", path.read_text(), re.S)
         assert m, f"{path.name} lacks the generated {tag} block"
         assert m.group(1) == body, f"{path.name}: the {tag} block is not what the results generate"
+
+
+def test_robust_blocks_come_from_the_committed_results():
+    """README's and docs/results.md's blocks of the robustly trained families (issue 33) are exactly what
+    docs/robust/results.json (--suite robust) and the Fashion-MNIST panel runs beside it generate."""
+    paper_path = ROOT / "docs" / "robust" / "results.json"
+    if not paper_path.exists():
+        pytest.skip("no committed robust-suite results")
+    paper = json.loads(paper_path.read_text())
+    fashion = [json.loads((ROOT / "docs" / "robust" / t / "results.json").read_text())
+               for t in ("fashion-0v6", "fashion-2v6", "fashion-mnist-small")
+               if (ROOT / "docs" / "robust" / t / "results.json").exists()]
+    spec = importlib.util.spec_from_file_location("update_readme_results", ROOT / "scripts/update-readme-results.py")
+    upd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(upd)
+    blocks = upd.robust_blocks(paper, fashion)
+    assert {f for f in paper["selection"]["mnist-3v5"]["families"]} >= {"backprop-at", "backprop-trades", "local-at"}
+    for (path, tag), body in blocks.items():
+        m = re.search(rf"<!-- {tag}:begin -->\n(.*?)<!-- {tag}:end -->", path.read_text(), re.S)
+        assert m, f"{path.name} lacks the generated {tag} block"
+        assert m.group(1) == body, f"{path.name}: the {tag} block is not what the results generate"
