@@ -117,9 +117,12 @@ def test_input_noise_is_the_generators_gaussian_clipped_to_the_unit_box():
 
 def test_robust_params_and_the_config_section():
     for bad, match in (({"input_noise": -0.1}, "input_noise"), ({"adv_eps": float("nan")}, "adv_eps"),
-                       ({"adv_steps": 0}, "adv_steps"), ({"trades_beta": 6.0}, "needs robust.adv_eps")):
+                       ({"adv_steps": 0}, "adv_steps")):
         with pytest.raises(ConfigError, match=match):
             RobustParams(**bad)
+    with pytest.raises(ConfigError, match="needs robust.adv_eps"):  # at training, not in a partial table
+        harden(make_learner("backprop", build_model(4, [3], 2, "sigmoid", 0), load_config("iris"), 2), None,
+               RobustParams(trades_beta=6.0), 0)
     assert RobustParams(adv_eps=0.1, adv_steps=4).step_size == pytest.approx(0.0625)
     assert RobustParams(adv_eps=0.1, adv_step=0.01).step_size == 0.01
     cfg = load_config("iris")
@@ -182,6 +185,19 @@ def test_methods_defaults_and_the_frontier_knobs():
         "local-at:eps=0.1"]
     assert [from_panel(p, swept) for p in new] == [None, None, None, None, "backprop-at", None, "backprop-trades",
                                                    None, None, "local-at"]
+    # what a point trains with is method_config of its config, applied by train_method (units.py): every point's
+    # knob must hold its value there, whatever the method's defaults (backprop-at's radius 0.1, ...)
+    knob_value = {"robust.input_noise": lambda c: c.robust.input_noise, "robust.adv_eps": lambda c: c.robust.adv_eps,
+                  "robust.trades_beta": lambda c: c.robust.trades_beta, "train.lr": lambda c: c.train.lr,
+                  "train.epochs": lambda c: c.train.epochs, "rule.weight_decay": lambda c: c.rule.weight_decay,
+                  "backprop.weight_decay": lambda c: c.backprop.weight_decay,
+                  "rule.targets": lambda c: [c.rule.a_hi, c.rule.a_lo]}
+    for p in pts:
+        if p["knob"] != "base":
+            trained = method_config(point_config(swept, p), p["method"])
+            assert knob_value[p["knob"]](trained) == p["value"], point_name(p)
+    assert method_config(point_config(swept, new[3]), "backprop-at").robust.adv_eps == 0.05
+    assert method_config(point_config(swept, new[7]), "backprop-trades").robust.trades_beta == 1.0
     lin = point_config(swept, new[2])
     assert method_config(lin, "linear").robust.input_noise == 0.1
     assert point_config(swept, new[1]).robust.input_noise == 0.1 and point_config(swept, new[1]).backprop.weight_decay == 0

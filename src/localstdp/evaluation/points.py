@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..config import ExperimentConfig
-from .methods import method_config
+from .methods import PANEL, method_config
 
 
 def frontier_points(cfg: ExperimentConfig, methods: Sequence[str] = ()) -> list[dict]:
@@ -81,9 +81,12 @@ def point_name(p: dict) -> str:
 def point_config(cfg: ExperimentConfig, point: dict) -> ExperimentConfig:
     """The config a frontier point trains with as the panel method ``point["method"]``: that method's
     config with the point's overrides; for linear / random-features the overrides go into their
-    ``[methods.<name>]`` table, where the panel reads their L2 strength."""
+    ``[methods.<name>]`` table, where the panel reads their L2 strength, and so do those of a method with
+    defaults (backprop-at, backprop-trades, local-at), which its table overrides."""
     m = point["method"]
-    if m in ("linear", "random-features"):
+    if m in ("linear", "random-features") or PANEL[m].defaults:
+        # into the method's own table: train_method applies method_config once more, and a method's defaults
+        # (backprop-at's radius, ...) must not undo the point's value there
         return cfg.with_sets([f"methods.{m}.{o}" for o in point["overrides"]])
     return method_config(cfg, m).with_sets(point["overrides"])
 

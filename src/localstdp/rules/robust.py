@@ -52,8 +52,8 @@ class RobustParams:
                 raise ConfigError(f"robust.{name} = {v!r}: expected a finite value >= 0")
         if self.adv_steps < 1:
             raise ConfigError(f"robust.adv_steps = {self.adv_steps!r}: expected an integer >= 1")
-        if self.trades_beta > 0 and self.adv_eps == 0:
-            raise ConfigError("robust.trades_beta > 0 needs robust.adv_eps > 0 (the radius TRADES crafts its examples in)")
+        # trades_beta > 0 with adv_eps = 0 is refused by harden(), not here: a [methods.<name>.robust] table may
+        # set beta alone over the method's own radius
 
     @property
     def active(self) -> bool:
@@ -100,6 +100,8 @@ class Hardened:
     the evaluation read (train.predictor)."""
 
     def __init__(self, inner, net: nn.Module, params: RobustParams, seed: int):
+        if params.trades_beta > 0 and params.adv_eps == 0:
+            raise ConfigError("robust.trades_beta > 0 needs robust.adv_eps > 0 (the radius TRADES crafts its examples in)")
         if params.trades_beta > 0 and not hasattr(inner, "step_loss"):
             raise ConfigError(f"robust.trades_beta: TRADES is a loss, for backprop only; {getattr(inner, 'name', inner)} "
                               "takes adversarial examples with robust.adv_eps (trades_beta = 0)")
@@ -152,4 +154,4 @@ class Hardened:
 
 def harden(learner, net: nn.Module, params: RobustParams, seed: int):
     """``learner`` itself when ``[robust]`` is off, else :class:`Hardened` around it."""
-    return Hardened(learner, net, params, seed) if params.active else learner
+    return Hardened(learner, net, params, seed) if params.active or params.trades_beta > 0 else learner
