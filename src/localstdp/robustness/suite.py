@@ -214,6 +214,7 @@ def attack_suite(model: nn.Module, x: np.ndarray, y: np.ndarray, input_shape: tu
     examples, so a survivor's attack is the one the panel mode runs on it: both modes give the same
     worst case (tests/test_experiments.py).
     """
+    checks.instance("settings", settings, AttackSettings, "an AttackSettings")
     x, y, input_shape = check_suite_args(model, x, y, input_shape, n_classes, settings, seed, progress, worst_only)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     image = len(input_shape) == 3

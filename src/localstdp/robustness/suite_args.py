@@ -23,9 +23,7 @@ def check_suite_args(model, x, y, input_shape, n_classes, settings, seed, progre
     if len(input_shape) not in (1, 3):
         checks.fail("input_shape", "(features,) or an image shape (channels, height, width)", repr(input_shape))
     n_classes = checks.integer("n_classes", n_classes, lo=2)
-    from .suite import AttackSettings  # suite.py imports this module
-
-    checks.instance("settings", settings, AttackSettings, "an AttackSettings")
+    # settings: checked by attack_suite (an AttackSettings, defined in suite.py, which imports this module)
     checks.seed("seed", seed)
     checks.optional_callable("progress", progress)
     checks.flag("worst_only", worst_only)
