@@ -7,14 +7,17 @@ bounds the same margins z_y - z_j over the same box [max(x - eps, 0), min(x + ep
   CROWN        the backward linear bounds our robustness/bounds.py implements (its own sigmoid relaxation);
   alpha-CROWN  CROWN with the relaxations' slopes optimised per neuron by gradient ascent on the bound
                (Xu et al. 2021), what our bounds do not do.
-Per model it prints the certified accuracy (every margin's lower bound > 0, and the clean prediction correct)
+Per model (``--task``'s frontier points, or with ``--panel`` its panel methods) it prints the certified accuracy (every margin's lower bound > 0, and the clean prediction correct)
 of ours, auto_LiRPA's CROWN and alpha-CROWN, and the attacked worst case of the committed run (its
 per-example bits; the retrained model's clean predictions are checked equal to the run's first), on the
-1,000 attacked test examples of the nonlinear suite's ten-class run (docs/nonlinear/ten/results.json).
+attacked test examples of the committed run (``--run``; default the nonlinear suite's ten-class run,
+docs/nonlinear/ten/results.json, 1,000 examples; docs/reproduce/results.json for the paper tasks).
 Soundness check: a certified example must survive every attack (certified <= attacked, example by example).
 
     PYTHONPATH=/path/to/auto_LiRPA:/path/to/appdirs+graphviz OMP_NUM_THREADS=1 .venv/bin/python \\
         research/verify_bounds.py --seeds 0 --json research/out/verify_bounds.jsonl
+    ... research/verify_bounds.py --run docs/reproduce/results.json --task mnist-3v5 --panel \
+        --points local backprop linear --seeds 0 1 2 --json research/out/verify_bounds.jsonl
 """
 
 from __future__ import annotations
@@ -63,27 +66,35 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--eps", type=float, nargs="+", default=[0.05, 0.1])
-    ap.add_argument("--points", nargs="+", default=list(POINTS))
+    ap.add_argument("--points", nargs="+", default=list(POINTS), help="frontier points of the run (or, with "
+                    "--panel, panel methods)")
+    ap.add_argument("--run", type=Path, default=RUN, help="the committed results.json the attacked bits come from")
+    ap.add_argument("--task", default="fashion-mnist-small")
+    ap.add_argument("--panel", action="store_true", help="--points are panel methods (the run's panel rows)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    run = json.loads(RUN.read_text())
-    cfg = task_config("fashion-mnist-small")
+    run = json.loads(args.run.read_text())
+    cfg = task_config(args.task)
     ds = load_dataset(cfg.data)
-    idx = attack_indices(len(ds.y_test), 1000)
+    idx = attack_indices(len(ds.y_test), run["settings"].get("n_attack"))
     x, y = ds.x_test[idx], ds.y_test[idx]
     pts = {point_name(p): p for p in frontier_points(cfg, ("linear",))}
     for name in args.points:
-        p = pts[name]
         for seed in args.seeds:
-            row = next(r for r in run["frontier_rows"] if r["point"] == name and r["seed"] == seed)
-            t = train_method(point_config(cfg, p), p["method"], ds, seed)
+            if args.panel:
+                row = next(r for r in run["rows"] if r["task"] == args.task and r["method"] == name and r["seed"] == seed)
+                t = train_method(cfg, name, ds, seed)
+            else:
+                p = pts[name]
+                row = next(r for r in run["frontier_rows"] if r["point"] == name and r["seed"] == seed)
+                t = train_method(point_config(cfg, p), p["method"], ds, seed)
             model = t.model.eval()
             with torch.no_grad():
                 pred = model(x).argmax(1)
             clean = (pred == y).numpy()
             same = np.array_equal(clean, unpack(row["per_example"]["clean"], row["n_test"])[idx])
-            rec = {"point": name, "seed": seed, "same_model_as_run": bool(same), "clean": float(clean.mean())}
+            rec = {"task": args.task, "point": name, "seed": seed, "same_model_as_run": bool(same), "clean": float(clean.mean())}
             for eps in args.eps:
                 k = str(eps)
                 attacked = unpack(row["per_example"]["worst"][k], row["n_attacked"])

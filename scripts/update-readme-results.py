@@ -13,14 +13,15 @@ docs/reproduce/results.json generates, so a quoted number cannot drift from the 
 
 With the validation robustness selection in the runs (issue 23): README.md's ``selection`` block gets
 the chosen settings of every family on the paper tasks and, when given, on the nonlinear suite's tasks
-(``selection_table``); docs/results.md's ``selection`` block and docs/nonlinear.md's ``tables``,
+(``selection_table``), docs/results.md's ``selection-words`` block their sentences; its ``selection`` block and docs/nonlinear.md's ``tables``,
 ``selection`` and ``results`` blocks get the full sections; the third run (ten-class Fashion-MNIST,
 fashion-mnist-small) joins the README's table and fills docs/nonlinear.md's ``ten-tables``,
 ``ten-selection`` and ``ten-results`` blocks.
 
-With ``--robust`` (issue 33): README.md's ``robust`` block gets the robust suite's selection table and
-sentences and the Fashion-MNIST panel runs' table (:func:`panel_table`); docs/results.md's
-``robust-selection``, ``robust-results`` and ``robust-fashion`` blocks the full sections.
+With ``--robust`` (issue 33): README.md's ``robust`` block gets the robust suite's selection table and the
+Fashion-MNIST panel runs' table (:func:`panel_table`); docs/results.md's ``robust-words`` block the
+selection's sentences, its ``robust-selection``, ``robust-results`` and ``robust-fashion`` blocks the full
+sections.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def selection_blocks(paper: dict, nonlinear: dict | None, ten: dict | None = Non
     runs = [r for r in (paper, nonlinear, ten) if r is not None and r.get("selection")]
     out = {}
     if runs:
-        out[README, "selection"] = selection_table(runs) + "\n" + selection_sentences(runs)
+        out[README, "selection"] = selection_table(runs)
+        out[PAGE, "selection-words"] = selection_sentences(runs)
     if paper.get("selection"):
         out[PAGE, "selection"] = "\n".join(selection_lines(paper)[1:]) + "\n"
     for run, prefix in ((nonlinear, ""), (ten, "ten-")):  # docs/nonlinear.md's blocks of each run
@@ -134,8 +136,8 @@ def robust_blocks(paper: dict, fashion: list[dict]) -> dict[tuple[Path, str], st
     from localstdp.evaluation.report import readme_tables
     from localstdp.evaluation.selection import selection_lines, selection_table
 
-    out = {(README, "robust"): selection_table([paper]) + "\n" + selection_sentences([paper])
-           + ("\n" + panel_table(fashion) if fashion else "")}
+    out = {(README, "robust"): selection_table([paper]) + ("\n" + panel_table(fashion) if fashion else "")}
+    out[PAGE, "robust-words"] = selection_sentences([paper])
     out[PAGE, "robust-selection"] = "\n".join(selection_lines(paper)[1:]) + "\n"
     out[PAGE, "robust-results"] = sentences(paper)
     if fashion:
