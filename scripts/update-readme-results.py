@@ -108,13 +108,12 @@ def selection_blocks(paper: dict, nonlinear: dict | None, ten: dict | None = Non
     return out
 
 
-SHORT = {"higher": "higher", "lower": "lower", "no significant difference": "n.s."}
-
-
 def panel_table(runs: list[dict], eps: str = "0.1") -> str:
     """Per task of panel runs (no frontier): each method's mean clean / worst-case test accuracy at ``eps``,
     and the local rule's paired difference in worst case against each method (the panel's comparisons:
     bootstrap over seeds and test examples, Holm within its run)."""
+    from localstdp.evaluation.selection import SHORT
+
     methods = list(dict.fromkeys(m for r in runs for m in r["settings"]["methods"]))
     lines = ["| task | seeds | " + " | ".join(methods) + f" | local − method, worst @ {eps} |",
              "|---|---|" + "---|" * len(methods) + "---|"]

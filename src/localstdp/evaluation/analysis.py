@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..registry import ROBUST_METHODS, SHALLOW_BASELINES
 from . import stats
 from .selection import finish, selection_summary
 from .settings import unpack
@@ -192,7 +193,7 @@ def frontier_summary(frows: list[dict], task: str) -> dict:
     return out | ({"against": against} if against else {})
 
 
-OTHER_FRONTIERS = ("linear", "random-features", "backprop-at", "backprop-trades", "local-at")
+OTHER_FRONTIERS = (*SHALLOW_BASELINES, *ROBUST_METHODS)
 
 
 def _best_rate_per_decay(bp: list[dict]) -> list[dict]:

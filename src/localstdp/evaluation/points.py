@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..config import ExperimentConfig
+from ..registry import ROBUST_METHODS, SHALLOW_BASELINES
 from .methods import PANEL, method_config
 
 
@@ -47,7 +48,7 @@ def frontier_points(cfg: ExperimentConfig, methods: Sequence[str] = ()) -> list[
     for m in ("local", "backprop", "linear"):
         if m != "linear" or m in methods:
             pts += [_robust_point(m, "input_noise", v) for v in f.input_noise]
-    for m in ("backprop-at", "backprop-trades", "local-at"):
+    for m in ROBUST_METHODS:
         if m in methods:
             pts += [_robust_point(m, "adv_eps", v) for v in f.adv_eps]
             pts += [_robust_point(m, "trades_beta", v) for v in (f.trades_beta if m == "backprop-trades" else ())]
@@ -73,7 +74,7 @@ def point_name(p: dict) -> str:
         return p["method"]
     if p["knob"] == "rule.targets":  # a name is also a file name (OUT/units): no "/" in it
         return f"{p['method']}:a_hi={p['value'][0]},a_lo={p['value'][1]}"
-    shallow = p["method"] in ("linear", "random-features") and p["knob"] == "backprop.weight_decay"
+    shallow = p["method"] in SHALLOW_BASELINES and p["knob"] == "backprop.weight_decay"
     label = "l2" if shallow else KNOB_LABELS[p["knob"]]
     return f"{p['method']}:{label}={p['value']}" + (f",lr={p['lr']}" if "lr" in p else "")
 
@@ -84,7 +85,7 @@ def point_config(cfg: ExperimentConfig, point: dict) -> ExperimentConfig:
     ``[methods.<name>]`` table, where the panel reads their L2 strength, and so do those of a method with
     defaults (backprop-at, backprop-trades, local-at), which its table overrides."""
     m = point["method"]
-    if m in ("linear", "random-features") or PANEL[m].defaults:
+    if m in SHALLOW_BASELINES or PANEL[m].defaults:
         # into the method's own table: train_method applies method_config once more, and a method's defaults
         # (backprop-at's radius, ...) must not undo the point's value there
         return cfg.with_sets([f"methods.{m}.{o}" for o in point["overrides"]])

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import atomic_write_text
-from .analysis import format_p, frontier_phrase
+from .analysis import OTHER_FRONTIERS, format_p, frontier_phrase
 from .diagnostics_report import has_diagnostics, markdown_lines, plot_diagnostics
 from .selection import selection_lines
 from .stats import holm_text
@@ -313,7 +313,7 @@ def plot_frontier(results: dict, task: str, path) -> None:
                             label="local rule" + ("" if knob == "base" else f", {knob} sweep"))
         ax.set_xlabel("clean test accuracy")
         ax.set_ylabel(f"worst-case accuracy at eps {e}")
-        for m in ("linear", "random-features", "backprop-at", "backprop-trades", "local-at"):
+        for m in OTHER_FRONTIERS:
             for knob, what, mk in (("backprop.weight_decay", "L2", "v"), ("robust.adv_eps", "training eps", "h"),
                                    ("robust.trades_beta", "beta", "8")):
                 pts = sorted((p for p in fr["points"] if p["method"] == m and p["knob"] == knob), key=lambda p: p["value"])

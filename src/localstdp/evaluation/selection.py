@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..registry import ROBUST_METHODS, SHALLOW_BASELINES
 from ..robustness.suite import eps_key
 from . import stats
 from .settings import HEADLINE_EPS, unpack
 
 SELECT_TOL = 0.01  # one point of mean validation accuracy, fixed before any run
-FAMILIES = ("local", "backprop", "linear", "random-features", "backprop-at", "backprop-trades", "local-at")
+FAMILIES = ("local", "backprop", *SHALLOW_BASELINES, *ROBUST_METHODS)
 ALPHA = 0.05
 
 
@@ -113,7 +114,7 @@ def _robust_words(sel: dict) -> str:
     """What the families of a run with training for robustness (issue 33) also range over; "" without."""
     fams = {f: d for s in sel.values() for f, d in s["families"].items()}
     noise = any(":noise=" in c["point"] for d in fams.values() for c in d["candidates"])
-    adv = [f for f in ("backprop-at", "backprop-trades", "local-at") if f in fams]
+    adv = [f for f in ROBUST_METHODS if f in fams]
     return ((", each with its input-noise levels" if noise else "")
             + (f"; {', '.join(adv)} over their training radius" + (" and TRADES' beta" if "backprop-trades" in adv
                                                                     else "") if adv else ""))

@@ -57,7 +57,8 @@ class RobustParams:
 
     @property
     def active(self) -> bool:
-        return self.input_noise > 0 or self.adv_eps > 0
+        """Any of it set (trades_beta alone too: harden() then refuses it in one line)."""
+        return self.input_noise > 0 or self.adv_eps > 0 or self.trades_beta > 0
 
     @property
     def step_size(self) -> float:
@@ -154,4 +155,4 @@ class Hardened:
 
 def harden(learner, net: nn.Module, params: RobustParams, seed: int):
     """``learner`` itself when ``[robust]`` is off, else :class:`Hardened` around it."""
-    return Hardened(learner, net, params, seed) if params.active or params.trades_beta > 0 else learner
+    return Hardened(learner, net, params, seed) if params.active else learner
